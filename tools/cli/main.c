@@ -1,0 +1,49 @@
+/*
+ * main.c — the `nuance` command: dispatches subcommands. Uses only the public headers.
+ *   nuance info            version, CPU features in use, threads, BLAS
+ *   nuance bench [CASE..]  engine benchmarks (see bench.c)
+ */
+#include <stdio.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "nuance/tensor.h"
+
+int nu_cli_bench(int argc, char **argv);
+
+static int cmd_info(int argc, char **argv) {
+    (void)argc; (void)argv;
+    nu_cpu_features f = nu_cpu_detect();
+    long ncpu = sysconf(_SC_NPROCESSORS_ONLN);
+    printf("nuance %s\n", nu_version());
+    printf("cpu features: avx=%d avx2=%d fma=%d f16c=%d avx512f=%d\n", f.avx, f.avx2, f.fma, f.f16c, f.avx512f);
+    printf("kernels:      %s\n", nu_cpu_fast_enabled() ? "AVX2+FMA fast paths (scalar reference twins available)"
+                                                      : "scalar reference kernels (no AVX2+FMA+F16C on this CPU)");
+    printf("threads:      %ld (default: one per online CPU; -t N to change)\n", ncpu);
+    printf("blas:         %s\n", nu_blas_name());
+    return 0;
+}
+
+static void usage(FILE *f) {
+    fprintf(f,
+            "usage: nuance <command> [options]\n"
+            "commands:\n"
+            "  info              version, CPU features, threads and BLAS in use\n"
+            "  bench [CASE...]   time the engine on this machine (--json for machine-readable rows)\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) {
+        usage(stderr);
+        return 2;
+    }
+    if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "bench")) return nu_cli_bench(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
+        usage(stdout);
+        return 0;
+    }
+    fprintf(stderr, "nuance: unknown command '%s'\n", argv[1]);
+    usage(stderr);
+    return 2;
+}
