@@ -160,8 +160,11 @@ static nu_tensor *base_of(nu_tensor *t) {
     return t;
 }
 
-/* A node owns activation memory if it is not a view and has no data of its own yet. */
-static bool owns_memory(const nu_tensor *t) { return !t->view_src && !t->data; }
+/* A node owns activation memory if it is not a view and has no data of its own yet; a leaf
+ * only if it is a graph input (its data is set by the caller after allocation). */
+static bool owns_memory(const nu_tensor *t) {
+    return !t->view_src && !t->data && (t->op != NU_OP_NONE || (t->flags & NU_FLAG_INPUT));
+}
 
 static size_t alloc_size(const nu_tensor *t) { return ((nu_nbytes(t) + t->extra) + 63) & ~(size_t)63; }
 
@@ -220,6 +223,12 @@ static void fl_release(freelist *fl, size_t off, size_t size) {
 nu_status nu_graph_alloc(nu_graph *g) {
     NU_ASSERT(!g->allocated);
     int n = g->n;
+    for (int i = 0; i < n; i++) {
+        nu_tensor *t = g->nodes[i];
+        if (t->op == NU_OP_NONE && !t->data && !(t->flags & NU_FLAG_INPUT))
+            return nu_error(NU_ERR_INVALID_ARG, "tensor '%s' has no data (give it data, or mark it nu_set_input)",
+                            t->name[0] ? t->name : "(unnamed)");
+    }
     int *last = malloc(sizeof(int) * (size_t)(n ? n : 1));
     size_t *offs = malloc(sizeof(size_t) * (size_t)(n ? n : 1));
     if (!last || !offs) {
@@ -367,7 +376,6 @@ nu_status nu_graph_compute_opts(nu_graph *g, nu_pool *pool, const nu_compute_opt
             size_t w = k->work_size(t, nth);
             if (w > need) need = w;
         }
-        if (!t->data) return nu_error(NU_ERR_INVALID_ARG, "node '%s' (%s) has no data", t->name, nu_op_name(t->op));
     }
     if (need > g->wsize) {
         free(g->wdata);
@@ -377,11 +385,6 @@ nu_status nu_graph_compute_opts(nu_graph *g, nu_pool *pool, const nu_compute_opt
             return nu_error(NU_ERR_NOMEM, "graph compute: cannot allocate %zu MiB work buffer", need >> 20);
         }
         g->wsize = need;
-    }
-    for (int i = 0; i < g->n; i++) {
-        nu_tensor *t = g->nodes[i];
-        if (t->op == NU_OP_NONE && !t->data)
-            return nu_error(NU_ERR_INVALID_ARG, "input '%s' has no data", t->name);
     }
     run_state rs = {.g = g, .pool = pool, .use_ref = opts && opts->use_ref};
     atomic_init(&rs.stop, false);
