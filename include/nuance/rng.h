@@ -45,7 +45,7 @@ extern "C" {
 #define NU_RNG_MT_N 624                       /* Mersenne Twister state words                 */
 #define NU_RNG_STATE_BYTES 5056               /* torch.get_rng_state().numel() (current)      */
 #define NU_RNG_STATE_BYTES_LEGACY 5048        /* torch's older THGeneratorState blob          */
-#define NU_RNG_DEFAULT_SEED 67280421310721ull /* torch's default seed for an unseeded generator */
+#define NU_RNG_DEFAULT_SEED 67280421310721ull /* seed of a fresh torch.Generator() (the global one is random) */
 
 typedef struct nu_rng {
     uint32_t mt[NU_RNG_MT_N]; /* MT19937 state (torch: mt19937_data_pod::state_)                */
