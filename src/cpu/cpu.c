@@ -8,6 +8,9 @@
 #include <stdio.h>
 
 #include <cblas.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 
 #include "core/internal.h"
 
@@ -30,12 +33,24 @@ const nu_cpu_kernel *nu_cpu_kernel_get(int op) {
 nu_cpu_features nu_cpu_detect(void) {
     nu_cpu_features f = {0};
 #if defined(__x86_64__) || defined(__i386__)
-    __builtin_cpu_init();
-    f.avx = __builtin_cpu_supports("avx");
-    f.avx2 = __builtin_cpu_supports("avx2");
-    f.fma = __builtin_cpu_supports("fma");
-    f.f16c = __builtin_cpu_supports("f16c");
-    f.avx512f = __builtin_cpu_supports("avx512f");
+    /* cpuid directly: clang 14's __builtin_cpu_supports does not know "f16c" */
+    unsigned a, b, c, d;
+    __cpuid(1, a, b, c, d);
+    bool osxsave = (c >> 27) & 1;
+    bool ymm_os = false;
+    if (osxsave) {
+        unsigned lo, hi;
+        __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
+        ymm_os = (lo & 6) == 6; /* the OS saves XMM and YMM state */
+    }
+    f.fma = ((c >> 12) & 1) && ymm_os;
+    f.avx = ((c >> 28) & 1) && ymm_os;
+    f.f16c = ((c >> 29) & 1) && ymm_os;
+    if (__get_cpuid_max(0, NULL) >= 7) {
+        __cpuid_count(7, 0, a, b, c, d);
+        f.avx2 = ((b >> 5) & 1) && ymm_os;
+        f.avx512f = ((b >> 16) & 1) && ymm_os;
+    }
 #endif
     return f;
 }

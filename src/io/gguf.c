@@ -374,29 +374,29 @@ static nu_status read_tensor_info(rd *r, nu_gguf_tensor *t, uint64_t *offset) {
     return rd_u64(r, "tensor offset", offset);
 }
 
-/* Byte size of a tensor (checked); false on overflow or a bad innermost dimension. */
+/* Byte size of a tensor, checked: the innermost dim must be a whole number of blocks, and the
+ * product of the non-zero dims (in bytes) must fit in int64 even for an empty tensor, since
+ * tensor strides are computed from it. */
 static nu_status tensor_bytes(nu_gguf *g, nu_gguf_tensor *t) {
     const nu_type_traits *tr = nu_type_info(t->type);
     int64_t inner = t->ne[t->ndim - 1];
     if (inner % tr->blck != 0)
         return nu_error(NU_ERR_FORMAT, "%s: tensor '%.100s': innermost dimension %lld is not a multiple of the %s block size %lld",
                         g->label, t->name, (long long)inner, tr->name, (long long)tr->blck);
-    uint64_t rows = 1;
-    bool zero = inner == 0;
-    for (int d = 0; d < t->ndim - 1; d++) {
-        if (t->ne[d] == 0) zero = true;
-        else if (!zero && __builtin_mul_overflow(rows, (uint64_t)t->ne[d], &rows))
+    uint64_t total = (uint64_t)tr->size;
+    bool zero = false;
+    for (int d = 0; d < t->ndim; d++) {
+        uint64_t v = (uint64_t)(d == t->ndim - 1 ? t->ne[d] / tr->blck : t->ne[d]);
+        if (v == 0) zero = true;
+        else if (__builtin_mul_overflow(total, v, &total) || total > (uint64_t)INT64_MAX)
             return nu_error(NU_ERR_FORMAT, "%s: tensor '%.100s': shape overflows", g->label, t->name);
     }
     if (zero) {
         t->nbytes = 0;
         return NU_OK;
     }
-    uint64_t row, total;
-    if (__builtin_mul_overflow((uint64_t)(inner / tr->blck), (uint64_t)tr->size, &row) ||
-        __builtin_mul_overflow(row, rows, &total) || total > SIZE_MAX)
-        return nu_error(NU_ERR_FORMAT, "%s: tensor '%.100s': byte size overflows", g->label, t->name);
-    t->nbytes = nu_row_size(t->type, inner) * (size_t)rows;
+    size_t rows = (size_t)(total / (uint64_t)nu_row_size(t->type, inner));
+    t->nbytes = nu_row_size(t->type, inner) * rows;
     return NU_OK;
 }
 
@@ -767,6 +767,10 @@ void nu_gguf_writer_set_arr_i32(nu_gguf_writer *w, const char *key, const int32_
     if (!kv) return;
     kv->arr_type = NU_GGUF_INT32;
     if (n <= 0) return;
+    if (!v) {
+        w->oom = true; /* reported by nu_gguf_writer_write */
+        return;
+    }
     kv->arr = malloc((size_t)n * 4);
     if (!kv->arr) {
         w->oom = true;
@@ -943,7 +947,7 @@ nu_status nu_gguf_writer_write(nu_gguf_writer *w, const char *path) {
                 }
             } else {
                 size_t nb = (size_t)kv->n * vtype_size(kv->arr_type);
-                ok = fwrite(kv->arr, 1, nb, fp) == nb;
+                ok = nb == 0 || fwrite(kv->arr, 1, nb, fp) == nb;
                 pos += nb;
             }
         } else {

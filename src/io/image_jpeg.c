@@ -189,6 +189,8 @@ nu_status nu_image_jpeg_decode(const uint8_t *data, size_t size, const char *lab
     if (rc == -1 && j->truncated) st = nu_error(NU_ERR_FORMAT, "%s: truncated JPEG data", label);
     else if (rc == -1 && j->too_many_scans)
         st = nu_error(NU_ERR_FORMAT, "%s: JPEG has more than %d progressive scans", label, NU_JPEG_MAX_SCANS);
+    else if (rc == -1 && j->err.pub.msg_code == JERR_BAD_PRECISION)
+        st = nu_error(NU_ERR_UNSUPPORTED, "%s: only 8-bit JPEG is supported (libjpeg: %s)", label, j->err.msg);
     else if (rc == -1) st = nu_error(NU_ERR_FORMAT, "%s: corrupt JPEG data (libjpeg: %s)", label, j->err.msg);
     else if (rc == 1 && j->st == NU_ERR_NOMEM)
         st = nu_error(NU_ERR_NOMEM, "%s: out of memory for a %dx%d JPEG", label, j->width, j->height);

@@ -271,6 +271,10 @@ static void parse_text_chunk(png_job *j, const char *name, const uint8_t *d, siz
     free(inflated);
 }
 
+static uint32_t be32(const uint8_t *p) {
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
 static int png_user_chunk(png_structp png, png_unknown_chunkp chunk) {
     png_job *j = png_get_user_chunk_ptr(png);
     const char *name = (const char *)chunk->name;
@@ -278,12 +282,18 @@ static int png_user_chunk(png_structp png, png_unknown_chunkp chunk) {
     /* Other unknown chunks: ancillary ones are dropped (returning 0 would make libpng keep them in
      * memory); critical ones are left unhandled so that libpng refuses the file. */
     if (!is_text) return (chunk->name[0] & 0x20) ? 1 : 0;
-    if (j->want_texts && chunk->data && chunk->size) parse_text_chunk(j, name, chunk->data, chunk->size);
+    if (!j->want_texts || !chunk->data || !chunk->size) return 1;
+    /* libpng passes ancillary chunks on even when their CRC is wrong (it only warns). The whole
+     * file is in memory and our reader has just consumed this chunk's CRC, so check it here and
+     * drop a damaged chunk, as libpng does for the text chunks it handles itself. */
+    if (j->pos >= chunk->size + 12) {
+        const uint8_t *c = j->data + j->pos - chunk->size - 12; /* length, type, data, crc */
+        if (memcmp(c + 4, name, 4) == 0 &&
+            (uint32_t)crc32(0, c + 4, (uInt)chunk->size + 4) != be32(c + 8 + chunk->size))
+            return 1;
+    }
+    parse_text_chunk(j, name, chunk->data, chunk->size);
     return 1; /* handled: libpng does not store it */
-}
-
-static uint32_t be32(const uint8_t *p) {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* Runs libpng. Returns 0 on success, -1 after a libpng error (j->msg, j->eof), 1 after our own

@@ -138,7 +138,9 @@ static nu_status parse_tensor(nu_st_file *f, const char *name, const nu_json *e,
         return nu_error(NU_ERR_UNSUPPORTED, "%s: tensor '%.100s': %d dimensions (at most %d supported)", L, name, sh->n,
                         NU_MAX_DIMS);
     info->ndim = sh->n;
-    uint64_t numel = 1;
+    /* The product of the non-zero dims times the element size must fit in int64 even for an
+     * empty tensor: tensor strides are computed from it. */
+    uint64_t numel = 1, nbytes;
     bool zero = false;
     for (int d = 0; d < sh->n; d++) {
         uint64_t v;
@@ -146,13 +148,12 @@ static nu_status parse_tensor(nu_st_file *f, const char *name, const nu_json *e,
             return nu_error(NU_ERR_FORMAT, "%s: tensor '%.100s': shape[%d] is not a non-negative integer", L, name, d);
         info->ne[d] = (int64_t)v;
         if (v == 0) zero = true;
-        else if (!zero && __builtin_mul_overflow(numel, v, &numel))
+        else if (__builtin_mul_overflow(numel, v, &numel))
             return nu_error(NU_ERR_FORMAT, "%s: tensor '%.100s': shape overflows", L, name);
     }
-    if (zero) numel = 0;
-    uint64_t nbytes;
-    if (__builtin_mul_overflow(numel, (uint64_t)elem_size(info->type), &nbytes))
-        return nu_error(NU_ERR_FORMAT, "%s: tensor '%.100s': byte size overflows", L, name);
+    if (__builtin_mul_overflow(numel, (uint64_t)elem_size(info->type), &nbytes) || nbytes > (uint64_t)INT64_MAX)
+        return nu_error(NU_ERR_FORMAT, "%s: tensor '%.100s': shape overflows", L, name);
+    if (zero) nbytes = 0;
     const nu_json *off = nu_json_get(e, "data_offsets");
     uint64_t b, en;
     if (!off || off->kind != NU_JSON_ARRAY || off->n != 2 || !json_uint(&off->items[0], &b) ||

@@ -21,11 +21,16 @@ static nu_tensor *as_f32(nu_ctx *ctx, nu_tensor *a) {
     return nu_cast(ctx, a, NU_TYPE_F32);
 }
 
-/* Whether `a` broadcasts to the shape (ndim, ne): dims aligned at the right, each equal or 1. */
+/* Whether `a` broadcasts to the shape (ndim, ne): dims aligned at the right, each equal or 1;
+ * extra leading dims of `a` must be 1. */
 static bool broadcastable_to(const nu_tensor *a, int ndim, const int64_t *ne) {
-    if (a->ndim > ndim) return false;
     for (int d = 0; d < a->ndim; d++) {
-        int64_t ea = a->ne[a->ndim - 1 - d], eo = ne[ndim - 1 - d];
+        int64_t ea = a->ne[a->ndim - 1 - d];
+        if (d >= ndim) {
+            if (ea != 1) return false;
+            continue;
+        }
+        int64_t eo = ne[ndim - 1 - d];
         if (ea != eo && ea != 1) return false;
     }
     return true;
@@ -49,6 +54,10 @@ nu_tensor *nu_cast(nu_ctx *ctx, nu_tensor *a, nu_type type) {
     bool dst_writable = td->is_float || td->is_quant || type == NU_TYPE_I32 || type == NU_TYPE_I64;
     NU_ASSERT(type == a->type || type == NU_TYPE_F32 || (dst_writable && (a->type == NU_TYPE_F32 || ts->is_float)));
     NU_ASSERT(a->ne[a->ndim - 1] % td->blck == 0 && a->ne[a->ndim - 1] % ts->blck == 0);
+    /* quantized conversions work on whole blocks: a plain source must be contiguous along the
+     * innermost dim */
+    if ((ts->is_quant || td->is_quant) && !ts->is_quant && a->nb[a->ndim - 1] != (int64_t)ts->size)
+        a = nu_contiguous(ctx, a);
     nu_tensor *t = nu_new_node(ctx, NU_OP_CAST, type, a->ndim, a->ne);
     t->src[0] = a;
     return t;
@@ -159,7 +168,8 @@ nu_tensor *nu_expand(nu_ctx *ctx, nu_tensor *a, int ndim, const int64_t *ne) {
 }
 
 /* The shape (ndim, ne) must broadcast to a's shape; dims of a that are missing or 1 in ne are
- * summed (keeping size-1 dims where ne has them). Returns `a` itself when the shapes match. */
+ * summed (keeping size-1 dims where ne has them; extra leading dims of ne must be 1). Returns `a`
+ * itself when the shapes match. */
 nu_tensor *nu_sum_to(nu_ctx *ctx, nu_tensor *a, int ndim, const int64_t *ne) {
     NU_ASSERT(ndim >= 1 && ndim <= NU_MAX_DIMS);
     a = as_f32(ctx, a);

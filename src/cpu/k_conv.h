@@ -1,0 +1,54 @@
+/*
+ * k_conv.h — shared between the conv kernels (k_conv.c) and the Winograd path
+ * (k_conv_winograd.c); internal to the CPU backend. Tested through tests/test_op_conv.c.
+ *
+ * Every conv op is described in "conv view": A [N, C, H, W] --conv2d(W [K, C/G, KH, KW])-->
+ * B [N, K, Ho, Wo]. conv2d computes B from A; conv_transpose2d (the adjoint) computes A from B
+ * with the same weight tensor; the weight gradients correlate A with B.
+ */
+#ifndef NU_K_CONV_H
+#define NU_K_CONV_H
+
+#include "core/internal.h"
+
+typedef struct nu_conv_geom {
+    int64_t N, C, H, W;  /* A                                          */
+    int64_t K, Ho, Wo;   /* B                                          */
+    int64_t KH, KW;
+    int64_t sh, sw, ph, pw, dh, dw;
+    int64_t G, Cg, Kg;   /* groups, channels of A / B per group         */
+} nu_conv_geom;
+
+/* A 4-d f32 operand: base pointer and element strides (may be negative for flipped views). */
+typedef struct nu_conv_view4 {
+    const float *p;
+    int64_t s[4];
+} nu_conv_view4;
+
+/* Winograd F(m x m, 3 x 3) for 3x3, stride 1, dilation 1, one group: B = conv(A, W) with
+ * padding (ph, pw); the filter for (out channel o, in channel c) is
+ * w.p[o*w.s[0] + c*w.s[1] + i*w.s[2] + j*w.s[3]] (a flipped, transposed view serves
+ * conv_transpose2d). m is 2 or 4. */
+typedef struct nu_wino_plan {
+    int m;          /* output tile size (2 or 4)                                    */
+    int64_t th, tw; /* tiles per image in y and x                                   */
+    int64_t rc;     /* tile rows per chunk (a chunk = rc * tw tiles)                */
+    int64_t kb;     /* output channels per block                                    */
+    size_t off_u, off_v, off_m, bytes; /* float offsets into the work buffer; bytes */
+} nu_wino_plan;
+
+/* Fills *pl for m (2 or 4) and returns true, or returns false if the shape does not qualify. */
+bool nu_wino_plan_make(const nu_conv_geom *g, int m, nu_wino_plan *pl);
+/* Runs on every thread of p (contains barriers). bias may be NULL. work: at least pl->bytes. */
+void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_wino_plan *pl, nu_conv_view4 a,
+                 nu_conv_view4 w, const float *bias, float *b_out, float *work);
+
+/* Algorithm override for tests and benchmarks (process-wide; AUTO by default). A forced
+ * Winograd variant applies only where the shape allows it; elsewhere AUTO's choice is used. */
+enum { NU_CONV_ALGO_AUTO, NU_CONV_ALGO_GEMM, NU_CONV_ALGO_WINO2, NU_CONV_ALGO_WINO4 };
+void nu_conv_set_algo(int algo);
+
+/* Aligns a float count to 16 (64 bytes). */
+static inline size_t nu_conv_align16(size_t n) { return (n + 15) & ~(size_t)15; }
+
+#endif

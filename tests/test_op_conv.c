@@ -1,0 +1,388 @@
+/*
+ * test_op_conv.c — tests of the conv op family (src/ops/op_conv.c, src/cpu/k_conv.c,
+ * src/cpu/k_conv_winograd.c):
+ *   1. fast kernels (im2col/1x1 GEMM, Winograd F(4,3)/F(2,3), GEMM+col2im, weight-gradient
+ *      GEMMs) vs the scalar reference twins (direct loops, double accumulators), forward and
+ *      backward (dx, dw, db through nu_graph_backward), over stride / padding / dilation /
+ *      groups (depthwise too), 1x1 and 3x3, odd sizes, batch > 1, a non-contiguous input,
+ *      f16 weights; 1 vs 2 threads must agree bitwise (work items never depend on the thread
+ *      count);
+ *   2. PyTorch fixtures (scripts/fixtures_conv.py -> tests/fixtures/conv.safetensors): conv2d and
+ *      conv_transpose2d outputs and dx, dw, db for several parameter sets, fast and reference;
+ *   3. finite-difference gradient checks (nu_test_gradcheck) on small shapes.
+ */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/internal.h"
+#include "cpu/k_conv.h"
+#include "nu_test.h"
+#include "nuance/io.h"
+
+typedef struct ccase {
+    const char *name;
+    bool transposed;
+    int64_t N, C, H, W, K; /* x [N, C, H, W]; K output channels                        */
+    int KH, KW;
+    int sh, sw, ph, pw, dh, dw, groups, oph, opw;
+    bool bias, noncontig;
+    nu_type wtype;
+} ccase;
+
+/* Tolerances (normalised MSE against the reference twin, which accumulates in double).
+ * GEMM paths accumulate a few hundred to a few thousand f32 products in BLAS order: each
+ * output carries a relative rounding error of order sqrt(n) * 2^-24 ~ 1e-6, i.e. NMSE ~1e-13;
+ * 1e-11 leaves margin and still catches any wrong or missing term (NMSE > 1e-6).
+ * Winograd F(4,3) transforms scale rounding errors by their norms (|A| entries up to 8, B up
+ * to 5, G with 1/24): measured NMSE is 1e-12..1e-11 on unit-scale data; F(2,3) ~1e-13.
+ * 1e-9 is two orders above the measured worst case. */
+#define TOL_GEMM 1e-11
+#define TOL_WINO 1e-9
+
+static bool maybe_winograd(const ccase *c) {
+    return c->KH == 3 && c->KW == 3 && c->sh == 1 && c->sw == 1 && c->dh == 1 && c->dw == 1 && c->groups == 1;
+}
+
+static nu_conv2d_params case_params(const ccase *c) {
+    nu_conv2d_params p = nu_conv2d_params_init();
+    p.stride[0] = c->sh;
+    p.stride[1] = c->sw;
+    p.padding[0] = c->ph;
+    p.padding[1] = c->pw;
+    p.dilation[0] = c->dh;
+    p.dilation[1] = c->dw;
+    p.groups = c->groups;
+    p.output_padding[0] = c->oph;
+    p.output_padding[1] = c->opw;
+    return p;
+}
+
+static nu_tensor *random_tensor(nu_ctx *ctx, nu_type type, int ndim, const int64_t *ne, uint64_t seed, float s) {
+    nu_tensor *t = nu_new_tensor(ctx, type, ndim, ne);
+    int64_t n = nu_nelements(t);
+    float *v = malloc(sizeof(float) * (size_t)n);
+    nu_test_fill_uniform(v, n, seed, -s, s);
+    nu_tensor_set_f32(t, v);
+    free(v);
+    return t;
+}
+
+typedef struct results {
+    int64_t ny, nx, nw, nb;
+    float *y, *gx, *gw, *gb;
+} results;
+
+static void results_free(results *r) {
+    free(r->y);
+    free(r->gx);
+    free(r->gw);
+    free(r->gb);
+}
+
+static float *fetch(const nu_tensor *t, int64_t *n) {
+    *n = nu_nelements(t);
+    float *v = malloc(sizeof(float) * (size_t)*n);
+    nu_tensor_get_f32(t, v);
+    return v;
+}
+
+/* Builds y = conv(x, w, b) and loss = sum(y * r), runs forward + backward in three modes
+ * (reference 1 thread, fast 1 thread, fast 2 threads) on the same graph. */
+static void run_case(const ccase *c, results out[3]) {
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    nu_tensor *xleaf, *x;
+    if (c->noncontig) { /* stored as [N, H, C, W], viewed as [N, C, H, W] */
+        xleaf = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){c->N, c->H, c->C, c->W}, 1, 1.f);
+        x = nu_permute(ctx, xleaf, (int[]){0, 2, 1, 3});
+    } else {
+        xleaf = x = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){c->N, c->C, c->H, c->W}, 1, 1.f);
+    }
+    int64_t wne[4] = {c->K, c->C / c->groups, c->KH, c->KW};
+    if (c->transposed) {
+        wne[0] = c->C;
+        wne[1] = c->K / c->groups;
+    }
+    nu_tensor *w = random_tensor(ctx, c->wtype, 4, wne, 2, 1.f);
+    nu_tensor *b = c->bias ? random_tensor(ctx, NU_TYPE_F32, 1, (int64_t[]){c->K}, 3, 1.f) : NULL;
+    nu_set_param(xleaf);
+    nu_set_param(w);
+    if (b) nu_set_param(b);
+    nu_conv2d_params p = case_params(c);
+    nu_tensor *y = c->transposed ? nu_conv_transpose2d(ctx, x, w, b, &p) : nu_conv2d(ctx, x, w, b, &p);
+    nu_tensor *r = random_tensor(ctx, NU_TYPE_F32, 4, y->ne, 4, 1.f);
+    nu_tensor *loss = nu_sum_all(ctx, nu_mul(ctx, y, r));
+    nu_graph *g = nu_graph_new(ctx);
+    nu_graph_expand(g, y);
+    nu_graph_expand(g, loss);
+    nu_graph_backward(g, loss);
+    nu_pool *p1 = nu_pool_new(1), *p2 = nu_pool_new(2);
+    for (int mode = 0; mode < 3; mode++) {
+        nu_compute_opts o = {.use_ref = mode == 0};
+        nu_status s = nu_graph_compute_opts(g, mode == 2 ? p2 : p1, &o);
+        NU_CHECK_MSG(s == NU_OK, "%s: compute failed: %s", c->name, nu_last_error());
+        results *rs = &out[mode];
+        memset(rs, 0, sizeof *rs);
+        rs->y = fetch(y, &rs->ny);
+        rs->gx = fetch(xleaf->grad, &rs->nx);
+        rs->gw = fetch(w->grad, &rs->nw);
+        if (b) rs->gb = fetch(b->grad, &rs->nb);
+    }
+    nu_pool_free(p1);
+    nu_pool_free(p2);
+    nu_graph_free(g);
+    nu_ctx_free(ctx);
+}
+
+static void check_fast_vs_ref(const ccase *c, const char *algo) {
+    results rs[3];
+    run_case(c, rs);
+    char nm[200];
+    /* forward may use Winograd; the backward dx of a stride-1 3x3 conv is a stride-1 3x3
+     * transposed conv, which may too */
+    double tol = maybe_winograd(c) ? TOL_WINO : TOL_GEMM;
+    snprintf(nm, sizeof nm, "%s [%s] y fast/ref", c->name, algo);
+    NU_CHECK(nu_test_nmse(nm, rs[1].y, rs[0].y, rs[0].ny, tol));
+    snprintf(nm, sizeof nm, "%s [%s] dx fast/ref", c->name, algo);
+    NU_CHECK(nu_test_nmse(nm, rs[1].gx, rs[0].gx, rs[0].nx, tol));
+    snprintf(nm, sizeof nm, "%s [%s] dw fast/ref", c->name, algo);
+    NU_CHECK(nu_test_nmse(nm, rs[1].gw, rs[0].gw, rs[0].nw, TOL_GEMM));
+    if (c->bias) {
+        snprintf(nm, sizeof nm, "%s [%s] db fast/ref", c->name, algo);
+        NU_CHECK(nu_test_nmse(nm, rs[1].gb, rs[0].gb, rs[0].nb, TOL_GEMM));
+    }
+    /* 1 vs 2 threads: identical BLAS calls and transform arithmetic -> bitwise equal */
+    snprintf(nm, sizeof nm, "%s [%s] y 1/2 threads", c->name, algo);
+    NU_CHECK(nu_test_equal(nm, rs[2].y, rs[1].y, rs[1].ny));
+    snprintf(nm, sizeof nm, "%s [%s] dx 1/2 threads", c->name, algo);
+    NU_CHECK(nu_test_equal(nm, rs[2].gx, rs[1].gx, rs[1].nx));
+    snprintf(nm, sizeof nm, "%s [%s] dw 1/2 threads", c->name, algo);
+    NU_CHECK(nu_test_equal(nm, rs[2].gw, rs[1].gw, rs[1].nw));
+    /* the reference twins split by output element: bitwise across thread counts too */
+    for (int m = 0; m < 3; m++) results_free(&rs[m]);
+}
+
+#define F32 NU_TYPE_F32
+static const ccase fast_cases[] = {
+    /* name                          T  N  C   H   W   K  KH KW sh sw ph pw dh dw g  oph opw bias nc  w */
+    {"conv 3x3 s1 p1 odd",           0, 2, 5, 11, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 3x3 s2 p1",               0, 1, 6, 12, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 3x3 s1 p2 d2",            0, 1, 4, 10, 11, 6, 3, 3, 1, 1, 2, 2, 2, 2, 1, 0, 0, 0, 0, F32},
+    {"conv 5x3 s(2,1) p(2,0) d(1,2)",0, 2, 3, 13, 12, 5, 5, 3, 2, 1, 2, 0, 1, 2, 1, 0, 0, 1, 0, F32},
+    {"conv groups 2",                0, 2, 6, 9, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 0, 1, 0, F32},
+    {"conv depthwise",               0, 1, 8, 10, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 0, 0, 1, 0, F32},
+    {"conv depthwise x2 s2",         0, 1, 4, 10, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 4, 0, 0, 0, 0, F32},
+    {"conv 1x1",                     0, 2, 24, 7, 9, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 1x1 noncontig",           0, 2, 24, 7, 9, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
+    {"conv 1x1 s2",                  0, 1, 16, 9, 9, 12, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 4x4 s2 p1 (down)",        0, 2, 8, 16, 14, 16, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 3x3 noncontig",           0, 2, 6, 9, 10, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, F32},
+    {"conv 3x3 f16 weight",          0, 1, 6, 9, 10, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, NU_TYPE_F16},
+    {"conv wino4 40ch 20x21",        0, 2, 40, 20, 21, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv wino4 noncontig p0",      0, 2, 33, 18, 19, 34, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
+    {"conv wino2 48ch 9x10",         0, 1, 48, 9, 10, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv wino2 p2 f16",            0, 1, 32, 8, 8, 32, 3, 3, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, NU_TYPE_F16},
+    {"convT 3x3 s2 p1 op1",          1, 2, 6, 7, 8, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, F32},
+    {"convT 4x4 s2 p1",              1, 1, 8, 6, 7, 4, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"convT 3x3 s1 p1 groups 3",     1, 2, 6, 7, 6, 9, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 0, 1, 0, F32},
+    {"convT 3x3 s1 d2 op1",          1, 1, 4, 6, 5, 6, 3, 3, 1, 1, 1, 0, 2, 2, 1, 1, 1, 1, 0, F32},
+    {"convT 1x1",                    1, 2, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"convT 1x1 noncontig",          1, 2, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1, F32},
+    {"convT 5x5 s3 p2 op2 nc",       1, 1, 5, 4, 5, 3, 5, 5, 3, 3, 2, 2, 1, 1, 1, 2, 1, 1, 1, F32},
+    {"convT depthwise s2",           1, 1, 6, 5, 6, 6, 3, 3, 2, 2, 1, 1, 1, 1, 6, 1, 1, 1, 0, F32},
+    {"convT wino 40ch p1",           1, 2, 40, 19, 20, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"convT wino p0 nc",             1, 1, 32, 14, 15, 40, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
+};
+
+/* ================================================================ 2. PyTorch fixtures */
+
+/* Fixture cases are listed in the file's metadata: "cases" = "c0 c1 ...", and for each case
+ * "<name>" = "<conv2d|conv_transpose2d> sh sw ph pw dh dw groups oph opw". Tensors:
+ * <name>.x .w [.b] .gy (upstream gradient) .y .dx .dw [.db].
+ * Tolerance: torch (oneDNN, f32) and our kernels sum the same terms in different orders; each
+ * output's rounding error is ~sqrt(terms) * 2^-24 relative, NMSE ~1e-14..1e-13 here; Winograd
+ * F(4,3)/F(2,3) paths stay below 1e-11. 1e-10 catches any real error. */
+#define TOL_FIXTURE 1e-10
+
+static nu_tensor *fx_get(nu_st_file *f, nu_ctx *ctx, const char *cname, const char *what) {
+    char key[128];
+    snprintf(key, sizeof key, "%s.%s", cname, what);
+    if (!nu_st_find(f, key)) return NULL;
+    nu_tensor *t = NULL;
+    nu_status s = nu_st_get_f32(f, ctx, key, &t);
+    NU_CHECK_MSG(s == NU_OK, "fixture %s: %s", key, nu_last_error());
+    return s == NU_OK ? t : NULL;
+}
+
+static void fx_compare(const char *cname, const char *what, const char *mode, const nu_tensor *got,
+                       const nu_tensor *want) {
+    char nm[160];
+    snprintf(nm, sizeof nm, "%s %s (%s)", cname, what, mode);
+    if (!got || !want) {
+        NU_CHECK_MSG(false, "%s: missing tensor", nm);
+        return;
+    }
+    NU_CHECK_MSG(nu_nelements(got) == nu_nelements(want), "%s: size %lld vs %lld", nm,
+                 (long long)nu_nelements(got), (long long)nu_nelements(want));
+    if (nu_nelements(got) != nu_nelements(want)) return;
+    int64_t n;
+    float *a = fetch(got, &n), *b = fetch(want, &n);
+    NU_CHECK(nu_test_nmse(nm, a, b, n, TOL_FIXTURE));
+    free(a);
+    free(b);
+}
+
+static void run_fixture_case(nu_st_file *f, const char *cname) {
+    const char *spec = nu_st_metadata(f, cname);
+    NU_CHECK_MSG(spec != NULL, "fixture case %s has no metadata", cname);
+    if (!spec) return;
+    char kind[32];
+    nu_conv2d_params p = nu_conv2d_params_init();
+    int n = sscanf(spec, "%31s %d %d %d %d %d %d %d %d %d", kind, &p.stride[0], &p.stride[1], &p.padding[0],
+                   &p.padding[1], &p.dilation[0], &p.dilation[1], &p.groups, &p.output_padding[0],
+                   &p.output_padding[1]);
+    NU_CHECK_MSG(n == 10, "fixture case %s: bad spec '%s'", cname, spec);
+    if (n != 10) return;
+    bool transposed = strcmp(kind, "conv_transpose2d") == 0;
+    for (int mode = 0; mode < 2; mode++) {
+        nu_ctx *ctx = nu_ctx_new(NULL);
+        nu_tensor *x = fx_get(f, ctx, cname, "x"), *w = fx_get(f, ctx, cname, "w"), *b = fx_get(f, ctx, cname, "b");
+        nu_tensor *gy = fx_get(f, ctx, cname, "gy");
+        if (!x || !w || !gy) {
+            NU_CHECK_MSG(false, "fixture case %s: missing inputs", cname);
+            nu_ctx_free(ctx);
+            return;
+        }
+        nu_set_param(x);
+        nu_set_param(w);
+        if (b) nu_set_param(b);
+        nu_tensor *y = transposed ? nu_conv_transpose2d(ctx, x, w, b, &p) : nu_conv2d(ctx, x, w, b, &p);
+        nu_tensor *loss = nu_sum_all(ctx, nu_mul(ctx, y, gy)); /* dL/dy = gy */
+        nu_graph *g = nu_graph_new(ctx);
+        nu_graph_expand(g, y);
+        nu_graph_expand(g, loss);
+        nu_graph_backward(g, loss);
+        nu_pool *pool = nu_pool_new(mode == 0 ? 1 : 2);
+        nu_compute_opts o = {.use_ref = mode == 0};
+        nu_status s = nu_graph_compute_opts(g, pool, &o);
+        NU_CHECK_MSG(s == NU_OK, "%s: compute failed: %s", cname, nu_last_error());
+        if (s == NU_OK) {
+            const char *mname = mode == 0 ? "ref" : "fast";
+            fx_compare(cname, "y", mname, y, fx_get(f, ctx, cname, "y"));
+            fx_compare(cname, "dx", mname, x->grad, fx_get(f, ctx, cname, "dx"));
+            fx_compare(cname, "dw", mname, w->grad, fx_get(f, ctx, cname, "dw"));
+            if (b) fx_compare(cname, "db", mname, b->grad, fx_get(f, ctx, cname, "db"));
+        }
+        nu_pool_free(pool);
+        nu_graph_free(g);
+        nu_ctx_free(ctx);
+    }
+}
+
+static void test_fixtures(void) {
+    const char *path = nu_test_fixture("conv.safetensors");
+    nu_st_file *f;
+    if (nu_st_open(path, &f) != NU_OK) {
+        NU_CHECK_MSG(false, "cannot open %s: %s", path, nu_last_error());
+        return;
+    }
+    const char *cases = nu_st_metadata(f, "cases");
+    NU_CHECK(cases != NULL);
+    if (cases) {
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s", cases);
+        int count = 0;
+        for (char *tok = strtok(buf, " "); tok; tok = strtok(NULL, " ")) {
+            run_fixture_case(f, tok);
+            count++;
+        }
+        NU_CHECK(count >= 8);
+    }
+    nu_st_close(f);
+}
+
+/* ================================================================ 3. gradcheck */
+
+typedef struct gc_user {
+    bool transposed;
+    nu_conv2d_params p;
+} gc_user;
+
+static nu_tensor *gc_build(nu_ctx *ctx, nu_tensor **in, void *user) {
+    gc_user *u = user;
+    return u->transposed ? nu_conv_transpose2d(ctx, in[0], in[1], in[2], &u->p)
+                         : nu_conv2d(ctx, in[0], in[1], in[2], &u->p);
+}
+
+/* The loss sum(y * r) is linear in each single element of x, w and b, so central differences
+ * have no truncation error whatever the step: a large step (0.25) keeps the f32 rounding of
+ * the loss (|loss| ~ 10-30, summed over ~100-300 outputs: error up to ~1e-4) small against the
+ * difference it divides by (2 * 0.25), i.e. <~ 2e-4 absolute. tol 2e-3 (relative to
+ * 1 + |num|) is ~10x that and far below any real gradient error. */
+static void gradcheck_case(const char *name, bool transposed, int64_t N, int64_t C, int64_t H, int64_t W,
+                           int64_t K, int KH, int KW, nu_conv2d_params p) {
+    /* one PARAM per run: nu_test_gradcheck reads each input's analytic gradient after the finite
+     * differences of the previous inputs re-ran the graph, so with several PARAMs the later
+     * gradients would come from a perturbed evaluation */
+    for (int k = 0; k < 3; k++) {
+        nu_ctx *ctx = nu_ctx_new(NULL);
+        nu_tensor *in[3];
+        in[0] = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){N, C, H, W}, 11, 1.f);
+        int64_t wne[4] = {K, C / p.groups, KH, KW};
+        if (transposed) {
+            wne[0] = C;
+            wne[1] = K / p.groups;
+        }
+        in[1] = random_tensor(ctx, NU_TYPE_F32, 4, wne, 12, 1.f);
+        in[2] = random_tensor(ctx, NU_TYPE_F32, 1, (int64_t[]){K}, 13, 1.f);
+        nu_set_param(in[k]);
+        gc_user u = {transposed, p};
+        char nm[160];
+        snprintf(nm, sizeof nm, "%s d%s", name, k == 0 ? "x" : k == 1 ? "w" : "b");
+        nu_test_gradcheck(nm, gc_build, in, 3, &u, 0.25f, 2e-3, 40);
+        nu_ctx_free(ctx);
+    }
+}
+
+static void test_gradcheck(void) {
+    nu_conv2d_params p = nu_conv2d_params_init();
+    p.padding[0] = p.padding[1] = 1;
+    gradcheck_case("gradcheck conv 3x3 p1", false, 2, 3, 5, 6, 4, 3, 3, p);
+    p.stride[0] = 2;
+    p.dilation[1] = 2;
+    p.groups = 2;
+    gradcheck_case("gradcheck conv s(2,1) d(1,2) g2", false, 1, 4, 7, 7, 6, 3, 3, p);
+    p = nu_conv2d_params_init();
+    p.stride[0] = p.stride[1] = 2;
+    p.padding[0] = p.padding[1] = 1;
+    p.output_padding[0] = 1;
+    gradcheck_case("gradcheck convT s2 p1 op(1,0)", true, 2, 3, 4, 3, 4, 3, 3, p);
+    p = nu_conv2d_params_init();
+    p.dilation[0] = p.dilation[1] = 2;
+    p.output_padding[0] = p.output_padding[1] = 1;
+    p.groups = 2;
+    gradcheck_case("gradcheck convT d2 op1 g2", true, 1, 4, 4, 4, 2, 3, 3, p);
+}
+
+int main(void) {
+    int n = (int)(sizeof fast_cases / sizeof fast_cases[0]);
+    for (int i = 0; i < n; i++) {
+        if (nu_test_quick() && i % 3) continue; /* sanitizer runs: a third of the cases */
+        const ccase *c = &fast_cases[i];
+        if (!maybe_winograd(c)) {
+            check_fast_vs_ref(c, "auto");
+            continue;
+        }
+        /* every algorithm the shape allows, forced in turn */
+        static const char *names[] = {"auto", "gemm", "wino2", "wino4"};
+        for (int a = NU_CONV_ALGO_AUTO; a <= NU_CONV_ALGO_WINO4; a++) {
+            nu_conv_set_algo(a);
+            check_fast_vs_ref(c, names[a]);
+        }
+        nu_conv_set_algo(NU_CONV_ALGO_AUTO);
+    }
+    test_fixtures();
+    test_gradcheck();
+    return nu_test_summary("test_op_conv");
+}
