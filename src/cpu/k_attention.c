@@ -435,8 +435,10 @@ TGT static void fwd_softmax_rows(const geom *g, const fwd_ws *w, int64_t b, int6
         __m256 vmax = _mm256_set1_ps(-INFINITY), ninf = vmax;
         for (int64_t c = 0; c < kn8; c += 8) {
             __m256 x = _mm256_loadu_ps(sr + c);
-            if (c + 8 > lim) x = _mm256_blendv_ps(ninf, x, _mm256_castsi256_ps(lanes_below(c, lim)));
-            _mm256_storeu_ps(sr + c, x);
+            if (c + 8 > lim) {
+                x = _mm256_blendv_ps(ninf, x, _mm256_castsi256_ps(lanes_below(c, lim)));
+                _mm256_storeu_ps(sr + c, x);
+            }
             vmax = _mm256_max_ps(vmax, x);
         }
         float mold = w->m[r0 + r], tmax = hmax_ps(vmax);
@@ -448,7 +450,8 @@ TGT static void fwd_softmax_rows(const geom *g, const fwd_ws *w, int64_t b, int6
             _mm256_storeu_ps(sr + c, pv);
             vsum = _mm256_add_ps(vsum, pv);
         }
-        float alpha = exp2f(mold - muse);
+        /* rescale of the previous tiles: exactly 1 if the max did not move, 0 on the first */
+        float alpha = mold == mnew ? 1.0f : mold == -INFINITY ? 0.0f : exp2f(mold - muse);
         w->alpha[r] = alpha;
         w->l[r0 + r] = w->l[r0 + r] * alpha + hsum_ps(vsum);
         w->m[r0 + r] = mnew;

@@ -359,29 +359,46 @@ static void softmax_row_ref(float *y, int64_t n) {
 }
 
 #if HAVE_X86
+/* Lanes [0, k) set, for masked loads/stores of a row tail (0 <= k <= 8). */
+FAST static inline __m256i tail_mask(int64_t k) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)k), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* In place on a contiguous row, 8 lanes at a time with a masked tail (no scalar loops). */
 FAST static void softmax_row_fast(float *y, int64_t n) {
-    float m = max_row_fast(y, n);
-    __m256 vm = _mm256_set1_ps(m), s0 = _mm256_setzero_ps(), s1 = s0;
+    const int64_t n8 = n & ~(int64_t)7;
+    const __m256i mk = tail_mask(n - n8);
+    const __m256 ninf = _mm256_set1_ps(-INFINITY);
+    /* max; NaNs tracked separately (see max_row_fast) */
+    __m256 m0 = ninf, nan = _mm256_setzero_ps();
     int64_t j = 0;
-    for (; j + 16 <= n; j += 16) {
-        __m256 e0 = exp_fast(_mm256_sub_ps(_mm256_loadu_ps(y + j), vm));
-        __m256 e1 = exp_fast(_mm256_sub_ps(_mm256_loadu_ps(y + j + 8), vm));
-        _mm256_storeu_ps(y + j, e0);
-        _mm256_storeu_ps(y + j + 8, e1);
-        s0 = _mm256_add_ps(s0, e0);
-        s1 = _mm256_add_ps(s1, e1);
+    for (; j < n8; j += 8) {
+        __m256 v = _mm256_loadu_ps(y + j);
+        m0 = _mm256_max_ps(m0, v);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     }
-    for (; j < n; j += 8) {
-        int64_t k = n - j < 8 ? n - j : 8;
-        float buf[8];
-        for (int64_t i = 0; i < k; i++) buf[i] = y[j + i] - m;
-        exp_fast_tail(buf, y + j, k);
+    if (n8 < n) {
+        __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(y + n8, mk), _mm256_castsi256_ps(mk));
+        m0 = _mm256_max_ps(m0, v);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
     }
-    double s = hsum_ps(_mm256_add_ps(s0, s1));
-    for (j = n & ~(int64_t)15; j < n; j++) s += y[j];
-    __m256 inv = _mm256_set1_ps((float)(1.0 / s));
-    for (j = 0; j + 8 <= n; j += 8) _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(y + j), inv));
-    for (; j < n; j++) y[j] *= (float)(1.0 / s);
+    float m = _mm256_movemask_ps(nan) ? NAN : hmax_ps(m0);
+    /* exp and sum (masked-out lanes contribute exp(-inf) = 0) */
+    __m256 vm = _mm256_set1_ps(m), s0 = _mm256_setzero_ps();
+    for (j = 0; j < n8; j += 8) {
+        __m256 e = exp_fast(_mm256_sub_ps(_mm256_loadu_ps(y + j), vm));
+        _mm256_storeu_ps(y + j, e);
+        s0 = _mm256_add_ps(s0, e);
+    }
+    if (n8 < n) {
+        __m256 v = _mm256_blendv_ps(ninf, _mm256_maskload_ps(y + n8, mk), _mm256_castsi256_ps(mk));
+        __m256 e = exp_fast(_mm256_sub_ps(v, vm));
+        _mm256_maskstore_ps(y + n8, mk, e);
+        s0 = _mm256_add_ps(s0, e);
+    }
+    __m256 inv = _mm256_set1_ps((float)(1.0 / (double)hsum_ps(s0)));
+    for (j = 0; j < n8; j += 8) _mm256_storeu_ps(y + j, _mm256_mul_ps(_mm256_loadu_ps(y + j), inv));
+    if (n8 < n) _mm256_maskstore_ps(y + n8, mk, _mm256_mul_ps(_mm256_maskload_ps(y + n8, mk), inv));
 }
 #endif
 

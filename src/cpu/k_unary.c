@@ -46,7 +46,7 @@ void nu_cpu_unary_f32(int kind, float *y, const float *x, int64_t n, bool fast);
 void nu_cpu_unary_backward_f32(int kind, float *dx, const float *dy, const float *x, int64_t n, bool fast);
 
 #define K_INV_SQRT_2PI 0.39894228040143267794f
-#define K_GELU_B 0.79788456080286535588f /* sqrt(2/pi) */
+#define K_GELU_B 0.79788456080286535588f /* sqrt(2/pi) (derivative only; forward: v_gelu_2u) */
 #define K_GELU_C 0.044715f
 #define K_QUICK 1.702f
 
@@ -59,7 +59,7 @@ void nu_cpu_unary_backward_f32(int kind, float *dx, const float *dy, const float
 #define D_INV_SQRT_2PI 0.39894228040143267794
 #define D_GELU_B 0.79788456080286535588 /* sqrt(2/pi) */
 #define D_GELU_C 0.044715
-#define D_QUICK 1.702
+#define D_QUICK ((double)K_QUICK) /* 1.702f, as PyTorch evaluates 1.702 * x in f32 */
 
 static inline double sigmoid_d(double x) { return 1.0 / (1.0 + exp(-x)); }
 static inline double phi_cdf_d(double x) { return 0.5 * erfc(-x * D_SQRT1_2); }
@@ -156,15 +156,58 @@ TGT static inline __m256 v_expsum(__m256 a, __m256 b) {
 
 TGT static inline __m256 v_exp(__m256 x) { return v_expsum(x, _mm256_setzero_ps()); }
 
-TGT static inline __m256 v_sigmoid(__m256 x) {
-    __m256 e = v_exp(_mm256_sub_ps(_mm256_setzero_ps(), x));
-    return _mm256_div_ps(V1(1.0f), _mm256_add_ps(V1(1.0f), e));
+/* sigmoid(t) and 1 - sigmoid(t), both to full relative accuracy and without overflow: with
+ * e = exp(-|t|) <= 1 and d = 1/(1+e), sigmoid(|t|) = d and sigmoid(-|t|) = e*d. t is given as
+ * the unevaluated sum th + tl (tl = 0 or the FMA remainder of a product). */
+TGT static inline void v_sigmoid2(__m256 th, __m256 tl, __m256 *s, __m256 *sc) {
+    const __m256 sign = V1(-0.0f);
+    __m256 neg = _mm256_and_ps(th, sign);
+    tl = _mm256_and_ps(tl, _mm256_cmp_ps(tl, tl, _CMP_ORD_Q)); /* inf*k - inf = NaN remainder -> 0 */
+    /* -|t| = -|th| - sign(th)*tl */
+    __m256 e = v_expsum(_mm256_or_ps(th, sign), _mm256_xor_ps(_mm256_xor_ps(tl, sign), neg));
+    __m256 d = _mm256_div_ps(V1(1.0f), _mm256_add_ps(V1(1.0f), e));
+    __m256 ed = _mm256_mul_ps(e, d);
+    __m256 isneg = _mm256_cmp_ps(th, _mm256_setzero_ps(), _CMP_LT_OQ);
+    *s = _mm256_blendv_ps(d, ed, isneg);
+    *sc = _mm256_blendv_ps(ed, d, isneg);
 }
 
-/* x / (1 + exp(-k x)) = x * sigmoid(k x) */
-TGT static inline __m256 v_x_sigmoid(__m256 x, __m256 kx) {
-    __m256 e = v_exp(_mm256_sub_ps(_mm256_setzero_ps(), kx));
-    return _mm256_div_ps(x, _mm256_add_ps(V1(1.0f), e));
+TGT static inline __m256 v_sigmoid(__m256 x) {
+    __m256 s, sc;
+    v_sigmoid2(x, _mm256_setzero_ps(), &s, &sc);
+    return s;
+}
+
+/* x * sigmoid(t), t = th + tl: x/(1+e) for t >= 0 and (x*e)/(1+e) for t < 0 (one division) */
+TGT static inline __m256 v_x_sigmoid(__m256 x, __m256 th, __m256 tl) {
+    const __m256 sign = V1(-0.0f);
+    __m256 neg = _mm256_and_ps(th, sign);
+    tl = _mm256_and_ps(tl, _mm256_cmp_ps(tl, tl, _CMP_ORD_Q));
+    __m256 e = v_expsum(_mm256_or_ps(th, sign), _mm256_xor_ps(_mm256_xor_ps(tl, sign), neg));
+    __m256 num = _mm256_blendv_ps(x, _mm256_mul_ps(x, e), _mm256_cmp_ps(th, _mm256_setzero_ps(), _CMP_LT_OQ));
+    return _mm256_div_ps(num, _mm256_add_ps(V1(1.0f), e));
+}
+
+/* 2u of gelu_tanh = K1 x + K2 x^3 with K1 = 2 sqrt(2/pi), K2 = 0.044715 K1, returned as the
+ * unevaluated sum *hi + *lo: constants split in f32 hi + lo parts, products with their FMA
+ * remainders and the final sum with Knuth's two-sum, so that 2u is known to far below an ulp
+ * and sigmoid(2u) keeps full relative accuracy in the negative tail. */
+TGT static inline void v_gelu_2u(__m256 x, __m256 *hi, __m256 *lo) {
+    const __m256 k1h = V1(1.595769167e+00f), k1l = V1(-4.534068054e-08f);
+    const __m256 k2h = V1(7.135481387e-02f), k2l = V1(2.398832466e-09f);
+    __m256 x2 = _mm256_mul_ps(x, x);
+    __m256 x2l = _mm256_fmsub_ps(x, x, x2);
+    __m256 x3 = _mm256_mul_ps(x2, x);
+    __m256 x3l = _mm256_fmadd_ps(x2l, x, _mm256_fmsub_ps(x2, x, x3));
+    __m256 a = _mm256_mul_ps(k1h, x);
+    __m256 al = _mm256_fmadd_ps(k1l, x, _mm256_fmsub_ps(k1h, x, a));
+    __m256 b = _mm256_mul_ps(k2h, x3);
+    __m256 bl = _mm256_fmadd_ps(k2l, x3, _mm256_fmadd_ps(k2h, x3l, _mm256_fmsub_ps(k2h, x3, b)));
+    __m256 sum = _mm256_add_ps(a, b);
+    __m256 bb = _mm256_sub_ps(sum, a);
+    __m256 err = _mm256_add_ps(_mm256_sub_ps(a, _mm256_sub_ps(sum, bb)), _mm256_sub_ps(b, bb));
+    *hi = sum;
+    *lo = _mm256_add_ps(err, _mm256_add_ps(al, bl));
 }
 
 TGT static inline __m256 v_tanh(__m256 x) {
@@ -214,21 +257,19 @@ TGT static inline __m256 v_phi_cdf(__m256 x, __m256 *pdf) {
 
 TGT static inline __m256 v_unary(int kind, __m256 x) {
     switch (kind) {
-    case NU_UNARY_SILU: return v_x_sigmoid(x, x);
+    case NU_UNARY_SILU: return v_x_sigmoid(x, x, _mm256_setzero_ps());
     case NU_UNARY_GELU: {
         __m256 r = _mm256_mul_ps(x, v_phi_cdf(x, NULL));
         return _mm256_blendv_ps(r, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
     }
     case NU_UNARY_GELU_TANH: {
-        __m256 x2 = _mm256_mul_ps(x, x);
-        __m256 u2 = _mm256_mul_ps(_mm256_mul_ps(V1(2.0f * K_GELU_B), x), _mm256_fmadd_ps(V1(K_GELU_C), x2, V1(1.0f)));
-        return v_x_sigmoid(x, u2);
+        __m256 h, l;
+        v_gelu_2u(x, &h, &l);
+        return v_x_sigmoid(x, h, l);
     }
-    case NU_UNARY_QUICK_GELU: { /* exp(-(kx + lo)) with kx + lo = 1.702f*x exactly (FMA) */
+    case NU_UNARY_QUICK_GELU: { /* t = 1.702f*x exactly as kx + remainder (FMA) */
         __m256 kx = _mm256_mul_ps(V1(K_QUICK), x);
-        __m256 lo = _mm256_fmsub_ps(V1(K_QUICK), x, kx);
-        __m256 e = v_expsum(_mm256_sub_ps(_mm256_setzero_ps(), kx), _mm256_sub_ps(_mm256_setzero_ps(), lo));
-        return _mm256_div_ps(x, _mm256_add_ps(V1(1.0f), e));
+        return v_x_sigmoid(x, kx, _mm256_fmsub_ps(V1(K_QUICK), x, kx));
     }
     case NU_UNARY_SIGMOID: return v_sigmoid(x);
     case NU_UNARY_TANH: return v_tanh(x);
@@ -242,39 +283,37 @@ TGT static inline __m256 v_unary(int kind, __m256 x) {
 
 /* f'(x) */
 TGT static inline __m256 v_unary_deriv(int kind, __m256 x) {
-    const __m256 one = V1(1.0f);
+    const __m256 one = V1(1.0f), zero = _mm256_setzero_ps();
+    __m256 s, sc;
     switch (kind) {
-    case NU_UNARY_SILU: {
-        __m256 s = v_sigmoid(x);
-        return _mm256_mul_ps(s, _mm256_fmadd_ps(x, _mm256_sub_ps(one, s), one));
-    }
+    case NU_UNARY_SILU: /* s (1 + x (1-s)) */
+        v_sigmoid2(x, zero, &s, &sc);
+        return _mm256_mul_ps(s, _mm256_fmadd_ps(x, sc, one));
     case NU_UNARY_GELU: {
         __m256 pdf;
         __m256 cdf = v_phi_cdf(x, &pdf);
         return _mm256_fmadd_ps(x, pdf, cdf);
     }
-    case NU_UNARY_GELU_TANH: {
-        __m256 x2 = _mm256_mul_ps(x, x);
-        __m256 u2 = _mm256_mul_ps(_mm256_mul_ps(V1(2.0f * K_GELU_B), x), _mm256_fmadd_ps(V1(K_GELU_C), x2, one));
-        __m256 s = v_sigmoid(u2);
+    case NU_UNARY_GELU_TANH: { /* s + 2x s(1-s) u' */
+        __m256 x2 = _mm256_mul_ps(x, x), h, l;
+        v_gelu_2u(x, &h, &l);
+        v_sigmoid2(h, l, &s, &sc);
         __m256 du = _mm256_mul_ps(V1(K_GELU_B), _mm256_fmadd_ps(V1(3.0f * K_GELU_C), x2, one));
-        __m256 ss = _mm256_mul_ps(s, _mm256_sub_ps(one, s));
-        return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_add_ps(x, x), ss), du, s);
+        return _mm256_fmadd_ps(_mm256_mul_ps(_mm256_add_ps(x, x), _mm256_mul_ps(s, sc)), du, s);
     }
-    case NU_UNARY_QUICK_GELU: {
-        __m256 s = v_sigmoid(_mm256_mul_ps(V1(K_QUICK), x));
-        __m256 ss = _mm256_mul_ps(s, _mm256_sub_ps(one, s));
-        return _mm256_fmadd_ps(_mm256_mul_ps(V1(K_QUICK), x), ss, s);
+    case NU_UNARY_QUICK_GELU: { /* s + k x s(1-s) */
+        __m256 kx = _mm256_mul_ps(V1(K_QUICK), x);
+        v_sigmoid2(kx, _mm256_fmsub_ps(V1(K_QUICK), x, kx), &s, &sc);
+        return _mm256_fmadd_ps(kx, _mm256_mul_ps(s, sc), s);
     }
-    case NU_UNARY_SIGMOID: {
-        __m256 s = v_sigmoid(x);
-        return _mm256_mul_ps(s, _mm256_sub_ps(one, s));
-    }
+    case NU_UNARY_SIGMOID:
+        v_sigmoid2(x, zero, &s, &sc);
+        return _mm256_mul_ps(s, sc);
     case NU_UNARY_TANH: {
         __m256 t = v_tanh(x);
         return _mm256_fnmadd_ps(t, t, one);
     }
-    case NU_UNARY_RELU: return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ), one);
+    case NU_UNARY_RELU: return _mm256_and_ps(_mm256_cmp_ps(x, zero, _CMP_GT_OQ), one);
     case NU_UNARY_SQR: return _mm256_add_ps(x, x);
     case NU_UNARY_SQRT: return _mm256_div_ps(V1(0.5f), _mm256_sqrt_ps(x));
     case NU_UNARY_EXP: return v_exp(x);
