@@ -83,7 +83,7 @@ static void test_views(void) {
 
     float dense[24];
     nu_tensor_get_f32(p, dense);
-    NU_CHECK(dense[1] == ad[12]); /* p[0,1,0] = a[1,0,0] */
+    NU_CHECK(dense[3] == ad[12] && dense[1] == ad[4]); /* p[0,1,0] = a[1,0,0], p[0,0,1] = a[0,1,0] */
     char buf[64];
     NU_CHECK(strcmp(nu_shape_str(p, buf, sizeof buf), "f32 [4, 2, 3]") == 0);
     nu_ctx_free(ctx);

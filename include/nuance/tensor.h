@@ -296,7 +296,9 @@ nu_tensor *nu_cross_entropy(nu_ctx *ctx, nu_tensor *logits, nu_tensor *targets);
 /* ---------------------------------------------------------------- graphs */
 
 typedef struct nu_graph nu_graph;
-/* A graph lives in (and builds new nodes in) ctx; free it before the ctx. */
+/* A graph lives in (and builds new nodes in) ctx; free it before the ctx. Freeing a graph
+ * releases its activation buffer: read outputs before that (their data pointers become NULL, so
+ * the same nodes can be placed by another graph). */
 nu_graph *nu_graph_new(nu_ctx *ctx);
 void nu_graph_free(nu_graph *g);
 /* Adds `t` and everything it depends on, in topological order. Marks t as an output. */

@@ -42,7 +42,16 @@ nu_graph *nu_graph_new(nu_ctx *ctx) {
 
 void nu_graph_free(nu_graph *g) {
     if (!g) return;
-    for (int i = 0; i < g->n; i++) g->nodes[i]->flags &= ~NU_FLAG_VISITED;
+    for (int i = 0; i < g->n; i++) {
+        nu_tensor *t = g->nodes[i];
+        t->flags &= ~NU_FLAG_VISITED;
+        /* tensors placed in this graph's buffer (and views of them) lose their data, so the
+         * same nodes can be allocated again by another graph */
+        if (g->allocated && (t->flags & NU_FLAG_GRAPH_DATA)) {
+            t->data = NULL;
+            t->flags &= ~NU_FLAG_GRAPH_DATA;
+        }
+    }
     free(g->nodes);
     free(g->buffer);
     free(g->wdata);
@@ -318,12 +327,15 @@ nu_status nu_graph_alloc(nu_graph *g) {
     g->peak = total;
     g->bound = bound;
     for (int i = 0; i < n; i++)
-        if (owns_memory(g->nodes[i])) g->nodes[i]->data = g->buffer + offs[i];
+        if (owns_memory(g->nodes[i])) {
+            g->nodes[i]->data = g->buffer + offs[i];
+            g->nodes[i]->flags |= NU_FLAG_GRAPH_DATA;
+        }
     for (int i = 0; i < n; i++) {
         nu_tensor *t = g->nodes[i];
-        if (t->view_src) {
-            NU_ASSERT(t->view_src->data);
+        if (t->view_src && (t->view_src->flags & NU_FLAG_GRAPH_DATA)) {
             t->data = (char *)t->view_src->data + t->view_offs;
+            t->flags |= NU_FLAG_GRAPH_DATA;
         }
     }
 #undef HSLOT

@@ -48,6 +48,7 @@ enum nu_view_kind {
 /* Internal tensor flags (above the public ones). */
 #define NU_FLAG_NEEDS_GRAD (1u << 8) /* depends on a PARAM: gets a gradient in backward */
 #define NU_FLAG_VISITED (1u << 9)    /* graph expansion bookkeeping                       */
+#define NU_FLAG_GRAPH_DATA (1u << 10) /* data lives in a graph's activation buffer         */
 
 /* ---- op parameters: int32 slots; floats and int64 stored bitwise */
 static inline void nu_set_param_f(nu_tensor *t, int i, float v) { memcpy(&t->params[i], &v, 4); }

@@ -342,6 +342,68 @@ TGT static void axpy2(const float *a0, const float *a1, int64_t as, const float 
     }
 }
 
+/* Six rows at once (the shape of the score kernel: 12 accumulators, 2 loads + 6 broadcasts per
+ * 12 FMAs, so FMA-bound where two 256-bit loads issue per cycle), over w columns (multiple of 8)
+ * in chunks of 16 (8 for an odd last vector):
+ *   y[r*ldy + c] = s[r]*y[r*ldy + c] + sum_{j<n} a[r*ars + j*as] x[j*ldx + c],  r < 6. */
+TGT static void axpy6(const float *a, int64_t ars, int64_t as, const float *x, int64_t ldx, int64_t n, int64_t w,
+                      float *y, int64_t ldy, const float *s) {
+    const float *a0 = a, *a1 = a + ars, *a2 = a + 2 * ars, *a3 = a + 3 * ars, *a4 = a + 4 * ars, *a5 = a + 5 * ars;
+    int64_t c = 0;
+    for (; c + 16 <= w; c += 16) {
+        float *y0 = y + c;
+        __m256 c00 = _mm256_mul_ps(_mm256_set1_ps(s[0]), _mm256_loadu_ps(y0)), c01 = _mm256_mul_ps(_mm256_set1_ps(s[0]), _mm256_loadu_ps(y0 + 8));
+        __m256 c10 = _mm256_mul_ps(_mm256_set1_ps(s[1]), _mm256_loadu_ps(y0 + ldy)), c11 = _mm256_mul_ps(_mm256_set1_ps(s[1]), _mm256_loadu_ps(y0 + ldy + 8));
+        __m256 c20 = _mm256_mul_ps(_mm256_set1_ps(s[2]), _mm256_loadu_ps(y0 + 2 * ldy)), c21 = _mm256_mul_ps(_mm256_set1_ps(s[2]), _mm256_loadu_ps(y0 + 2 * ldy + 8));
+        __m256 c30 = _mm256_mul_ps(_mm256_set1_ps(s[3]), _mm256_loadu_ps(y0 + 3 * ldy)), c31 = _mm256_mul_ps(_mm256_set1_ps(s[3]), _mm256_loadu_ps(y0 + 3 * ldy + 8));
+        __m256 c40 = _mm256_mul_ps(_mm256_set1_ps(s[4]), _mm256_loadu_ps(y0 + 4 * ldy)), c41 = _mm256_mul_ps(_mm256_set1_ps(s[4]), _mm256_loadu_ps(y0 + 4 * ldy + 8));
+        __m256 c50 = _mm256_mul_ps(_mm256_set1_ps(s[5]), _mm256_loadu_ps(y0 + 5 * ldy)), c51 = _mm256_mul_ps(_mm256_set1_ps(s[5]), _mm256_loadu_ps(y0 + 5 * ldy + 8));
+        const float *xc = x + c;
+        for (int64_t j = 0; j < n; j++) {
+            __m256 x0 = _mm256_loadu_ps(xc + j * ldx), x1 = _mm256_loadu_ps(xc + j * ldx + 8), b;
+            int64_t o = j * as;
+            b = _mm256_broadcast_ss(a0 + o); c00 = _mm256_fmadd_ps(b, x0, c00); c01 = _mm256_fmadd_ps(b, x1, c01);
+            b = _mm256_broadcast_ss(a1 + o); c10 = _mm256_fmadd_ps(b, x0, c10); c11 = _mm256_fmadd_ps(b, x1, c11);
+            b = _mm256_broadcast_ss(a2 + o); c20 = _mm256_fmadd_ps(b, x0, c20); c21 = _mm256_fmadd_ps(b, x1, c21);
+            b = _mm256_broadcast_ss(a3 + o); c30 = _mm256_fmadd_ps(b, x0, c30); c31 = _mm256_fmadd_ps(b, x1, c31);
+            b = _mm256_broadcast_ss(a4 + o); c40 = _mm256_fmadd_ps(b, x0, c40); c41 = _mm256_fmadd_ps(b, x1, c41);
+            b = _mm256_broadcast_ss(a5 + o); c50 = _mm256_fmadd_ps(b, x0, c50); c51 = _mm256_fmadd_ps(b, x1, c51);
+        }
+        _mm256_storeu_ps(y0, c00); _mm256_storeu_ps(y0 + 8, c01);
+        _mm256_storeu_ps(y0 + ldy, c10); _mm256_storeu_ps(y0 + ldy + 8, c11);
+        _mm256_storeu_ps(y0 + 2 * ldy, c20); _mm256_storeu_ps(y0 + 2 * ldy + 8, c21);
+        _mm256_storeu_ps(y0 + 3 * ldy, c30); _mm256_storeu_ps(y0 + 3 * ldy + 8, c31);
+        _mm256_storeu_ps(y0 + 4 * ldy, c40); _mm256_storeu_ps(y0 + 4 * ldy + 8, c41);
+        _mm256_storeu_ps(y0 + 5 * ldy, c50); _mm256_storeu_ps(y0 + 5 * ldy + 8, c51);
+    }
+    if (c < w) { /* one vector left */
+        float *y0 = y + c;
+        __m256 c0 = _mm256_mul_ps(_mm256_set1_ps(s[0]), _mm256_loadu_ps(y0));
+        __m256 c1 = _mm256_mul_ps(_mm256_set1_ps(s[1]), _mm256_loadu_ps(y0 + ldy));
+        __m256 c2 = _mm256_mul_ps(_mm256_set1_ps(s[2]), _mm256_loadu_ps(y0 + 2 * ldy));
+        __m256 c3 = _mm256_mul_ps(_mm256_set1_ps(s[3]), _mm256_loadu_ps(y0 + 3 * ldy));
+        __m256 c4 = _mm256_mul_ps(_mm256_set1_ps(s[4]), _mm256_loadu_ps(y0 + 4 * ldy));
+        __m256 c5 = _mm256_mul_ps(_mm256_set1_ps(s[5]), _mm256_loadu_ps(y0 + 5 * ldy));
+        const float *xc = x + c;
+        for (int64_t j = 0; j < n; j++) {
+            __m256 x0 = _mm256_loadu_ps(xc + j * ldx);
+            int64_t o = j * as;
+            c0 = _mm256_fmadd_ps(_mm256_broadcast_ss(a0 + o), x0, c0);
+            c1 = _mm256_fmadd_ps(_mm256_broadcast_ss(a1 + o), x0, c1);
+            c2 = _mm256_fmadd_ps(_mm256_broadcast_ss(a2 + o), x0, c2);
+            c3 = _mm256_fmadd_ps(_mm256_broadcast_ss(a3 + o), x0, c3);
+            c4 = _mm256_fmadd_ps(_mm256_broadcast_ss(a4 + o), x0, c4);
+            c5 = _mm256_fmadd_ps(_mm256_broadcast_ss(a5 + o), x0, c5);
+        }
+        _mm256_storeu_ps(y0, c0);
+        _mm256_storeu_ps(y0 + ldy, c1);
+        _mm256_storeu_ps(y0 + 2 * ldy, c2);
+        _mm256_storeu_ps(y0 + 3 * ldy, c3);
+        _mm256_storeu_ps(y0 + 4 * ldy, c4);
+        _mm256_storeu_ps(y0 + 5 * ldy, c5);
+    }
+}
+
 /* ---------------------------------------------------------------- packing */
 
 /* n floats of a strided row (element stride es bytes) times s into dst, zero-padded to npad. */

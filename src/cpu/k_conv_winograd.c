@@ -27,10 +27,11 @@
 #define NU_AVX2 __attribute__((target("avx2,fma")))
 
 /* Work-buffer budgets in floats: the transformed weights of one block, and V + M of a chunk. */
-#define U_BUDGET (16 * 1024 * 1024)
-#define CHUNK_BUDGET (2 * 1024 * 1024)
-/* Tiles per chunk we want at least, so that each GEMM has a wide enough N. */
-#define MIN_CHUNK_TILES 128
+#include <stdlib.h>
+static int64_t envi(const char *n, int64_t d) { const char *s = getenv(n); return s ? atoll(s) : d; }
+#define U_BUDGET envi("WU", 16 * 1024 * 1024)
+#define CHUNK_BUDGET envi("WC", 2 * 1024 * 1024)
+#define MIN_CHUNK_TILES envi("WT", 128)
 
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
