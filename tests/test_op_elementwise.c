@@ -830,9 +830,14 @@ static double now(void) {
     return ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-static nu_tensor *build_bias_silu(nu_ctx *ctx, nu_tensor **in, void *user) {
-    int w = *(int *)user;
-    return w == 0 ? nu_add(ctx, in[0], in[1]) : w == 1 ? nu_silu(ctx, in[0]) : nu_gelu(ctx, in[0]);
+static nu_tensor *build_timed(nu_ctx *ctx, nu_tensor **in, void *user) {
+    switch (*(int *)user) {
+    case 0: return nu_add(ctx, in[0], in[1]);
+    case 1: return nu_silu(ctx, in[0]);
+    case 2: return nu_gelu(ctx, in[0]);
+    case 3: return nu_sum_to(ctx, in[0], 3, (int64_t[]){320, 1, 1});
+    default: return nu_sum_to(ctx, nu_reshape(ctx, in[0], 2, (int64_t[]){2048, 320}), 1, (int64_t[]){320});
+    }
 }
 
 static void report_timing(void) {
@@ -843,20 +848,21 @@ static void report_timing(void) {
     nu_tensor *in[2] = {x, b};
     int64_t n = nu_nelements(x);
     float *out = malloc(sizeof(float) * (size_t)n);
-    const char *what[3] = {"[2,320,32,32] + bias[320,1,1]", "silu [2,320,32,32]", "gelu [2,320,32,32]"};
-    for (int w = 0; w < 3; w++) {
+    const char *what[5] = {"[2,320,32,32] + bias[320,1,1]", "silu [2,320,32,32]", "gelu [2,320,32,32]",
+                           "sum_to [2,320,32,32] -> [320,1,1]", "sum_to [2048,320] -> [320]"};
+    for (int w = 0; w < 5; w++) {
         double t[2];
         for (int ref = 0; ref < 2; ref++) {
             double best = 1e9;
             for (int rep = 0; rep < 3; rep++) {
                 double t0 = now();
-                eval(build_bias_silu, in, &w, out, 1, ref);
+                eval(build_timed, in, &w, out, 1, ref);
                 double dt = now() - t0;
                 if (dt < best) best = dt;
             }
             t[ref] = best;
         }
-        printf("  timing %-32s 1 thread (incl. graph setup): fast %.2f ms, reference %.2f ms (%.1fx)\n", what[w],
+        printf("  timing %-34s 1 thread (incl. graph setup): fast %.2f ms, reference %.2f ms (%.1fx)\n", what[w],
                t[0] * 1e3, t[1] * 1e3, t[1] / t[0]);
     }
     free(out);

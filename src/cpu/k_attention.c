@@ -49,7 +49,7 @@
 #define BQ 96  /* query rows per work item (multiple of RB)           */
 #endif
 /* backward tiling */
-#define BKB 64 /* keys per tile (multiple of PW)                      */
+#define BKB 96 /* keys per tile (multiple of PW and of 6)             */
 #define BQB 48 /* queries per tile (multiple of RB)                   */
 
 static int64_t up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
@@ -284,64 +284,6 @@ TGT static void score_6x16(const float *a, int64_t lda, int64_t depth, const flo
     _mm256_storeu_ps(s + 5 * lds, c50); _mm256_storeu_ps(s + 5 * lds + 8, c51);
 }
 
-/* Two rows at once, nv (<= 5) vectors of columns:
- *   y0[0..8nv) = s0*y0 + sum_{j<n} a0[j*as] x[j*ldx + 0..8nv), same for y1 with a1, s1.
- * The x vectors are loaded once for both rows (10 accumulators, 5 loads, 2 broadcasts per j). */
-#define AXPY2_BODY(NV)                                                                         \
-    do {                                                                                       \
-        __m256 vs0 = _mm256_set1_ps(s0), vs1 = _mm256_set1_ps(s1), z = _mm256_setzero_ps();    \
-        __m256 r00 = z, r01 = z, r02 = z, r03 = z, r04 = z, r10 = z, r11 = z, r12 = z, r13 = z, r14 = z; \
-        AX_INIT(0, NV); AX_INIT(1, NV); AX_INIT(2, NV); AX_INIT(3, NV); AX_INIT(4, NV);        \
-        for (int64_t j = 0; j < n; j++) {                                                      \
-            __m256 b0 = _mm256_broadcast_ss(a0 + j * as), b1 = _mm256_broadcast_ss(a1 + j * as); \
-            const float *xr = x + j * ldx;                                                     \
-            AX_FMA(0, NV); AX_FMA(1, NV); AX_FMA(2, NV); AX_FMA(3, NV); AX_FMA(4, NV);         \
-        }                                                                                      \
-        AX_STORE(0, NV); AX_STORE(1, NV); AX_STORE(2, NV); AX_STORE(3, NV); AX_STORE(4, NV);   \
-    } while (0)
-/* named accumulators (arrays of vectors would be kept in memory by the compiler) */
-#define AX_INIT(u, NV)                                                                         \
-    if ((u) < (NV)) {                                                                          \
-        r0##u = _mm256_mul_ps(vs0, _mm256_loadu_ps(y0 + 8 * (u)));                             \
-        r1##u = _mm256_mul_ps(vs1, _mm256_loadu_ps(y1 + 8 * (u)));                             \
-    }
-#define AX_FMA(u, NV)                                                                          \
-    if ((u) < (NV)) {                                                                          \
-        __m256 xv = _mm256_loadu_ps(xr + 8 * (u));                                             \
-        r0##u = _mm256_fmadd_ps(b0, xv, r0##u);                                                \
-        r1##u = _mm256_fmadd_ps(b1, xv, r1##u);                                                \
-    }
-#define AX_STORE(u, NV)                                                                        \
-    if ((u) < (NV)) {                                                                          \
-        _mm256_storeu_ps(y0 + 8 * (u), r0##u);                                                 \
-        _mm256_storeu_ps(y1 + 8 * (u), r1##u);                                                 \
-    }
-
-#define AXPY2_ARGS                                                                             \
-    const float *a0, const float *a1, int64_t as, const float *x, int64_t ldx, int64_t n, float *y0, float *y1, \
-        float s0, float s1
-TGT static void axpy2_1(AXPY2_ARGS) { AXPY2_BODY(1); }
-TGT static void axpy2_2(AXPY2_ARGS) { AXPY2_BODY(2); }
-TGT static void axpy2_3(AXPY2_ARGS) { AXPY2_BODY(3); }
-TGT static void axpy2_4(AXPY2_ARGS) { AXPY2_BODY(4); }
-TGT static void axpy2_5(AXPY2_ARGS) { AXPY2_BODY(5); }
-
-/* Same over w columns (w a multiple of 8), in chunks of 40. */
-TGT static void axpy2(const float *a0, const float *a1, int64_t as, const float *x, int64_t ldx, int64_t n,
-                      int64_t w, float *y0, float *y1, float s0, float s1) {
-    for (int64_t c = 0; c < w; c += 40) {
-        int64_t nv = (w - c) / 8;
-        if (nv > 5) nv = 5;
-        switch (nv) {
-        case 1: axpy2_1(a0, a1, as, x + c, ldx, n, y0 + c, y1 + c, s0, s1); break;
-        case 2: axpy2_2(a0, a1, as, x + c, ldx, n, y0 + c, y1 + c, s0, s1); break;
-        case 3: axpy2_3(a0, a1, as, x + c, ldx, n, y0 + c, y1 + c, s0, s1); break;
-        case 4: axpy2_4(a0, a1, as, x + c, ldx, n, y0 + c, y1 + c, s0, s1); break;
-        default: axpy2_5(a0, a1, as, x + c, ldx, n, y0 + c, y1 + c, s0, s1); break;
-        }
-    }
-}
-
 /* Six rows at once (the shape of the score kernel: 12 accumulators, 2 loads + 6 broadcasts per
  * 12 FMAs, so FMA-bound where two 256-bit loads issue per cycle), over w columns (multiple of 8)
  * in chunks of 16 (8 for an odd last vector):
@@ -539,9 +481,7 @@ TGT static void fwd_block(const geom *g, const fwd_ws *w, int64_t b, int64_t h, 
             for (int64_t pn = 0; pn < npan; pn++)
                 score_6x16(w->qb + r0 * HD, HD, HD, w->kp + (k0 / PW + pn) * HD * PW, w->s + pn * PW, BK);
             fwd_softmax_rows(g, w, b, h, q0, r0, k0, kn);
-            for (int64_t r = 0; r < RB; r += 2)
-                axpy2(w->s + r * BK, w->s + (r + 1) * BK, 1, w->vr + k0 * HDvp, HDvp, kn, HDvp,
-                      w->o + (r0 + r) * HDvp, w->o + (r0 + r + 1) * HDvp, w->alpha[r], w->alpha[r + 1]);
+            axpy6(w->s, BK, 1, w->vr + k0 * HDvp, HDvp, kn, HDvp, w->o + r0 * HDvp, HDvp, w->alpha);
         }
     }
     int64_t bh = b * g->NH + h;
@@ -656,7 +596,11 @@ TGT static void bwd_tile(const geom *g, const bwd_ws *w, int64_t b, int64_t h, i
                        BKB);
         }
     }
-    /* P = 2^((S + mask) log2e - lse log2e), dS = P (dP - D); zero outside the valid keys/rows */
+    /* P = 2^((S + mask) log2e - lse log2e), dS = P (dP - D); exact zeros outside the valid
+     * keys/rows up to kz keys (the 6-key groups below read up to up(kn, 6); the buffers hold stale
+     * values there, hence masks rather than multiplications by 0) */
+    int64_t kz = up(kn16 > up(kn, RB) ? kn16 : up(kn, RB), 8);
+    static const float ones[RB] = {1, 1, 1, 1, 1, 1};
     __m256 vl2e = _mm256_set1_ps(LOG2E_F);
     for (int64_t r = 0; r < nqp; r++) {
         int64_t i = q0 + r;
@@ -664,27 +608,30 @@ TGT static void bwd_tile(const geom *g, const bwd_ws *w, int64_t b, int64_t h, i
         int64_t lim = r < nq ? row_limit(g, i, k0, kn) : 0;
         if (g->mask && lim > 0) add_mask_row(pr, mrow(g, b, h, i), g->mnb[3], k0, lim, 1.0f);
         __m256 nl = _mm256_set1_ps(-w->lse2[i]), D = _mm256_set1_ps(w->dd[i]);
-        for (int64_t c = 0; c < kn16; c += 8) {
+        for (int64_t c = 0; c < kz; c += 8) {
             __m256 pv = exp2_ps(_mm256_fmadd_ps(_mm256_loadu_ps(pr + c), vl2e, nl));
-            if (c + 8 > lim) pv = _mm256_and_ps(pv, _mm256_castsi256_ps(lanes_below(c, lim)));
+            __m256 dv = _mm256_mul_ps(pv, _mm256_sub_ps(_mm256_loadu_ps(dr + c), D));
+            if (c + 8 > lim) {
+                __m256 keep = _mm256_castsi256_ps(lanes_below(c, lim));
+                pv = _mm256_and_ps(pv, keep);
+                dv = _mm256_and_ps(dv, keep);
+            }
             _mm256_storeu_ps(pr + c, pv);
-            _mm256_storeu_ps(dr + c, _mm256_mul_ps(pv, _mm256_sub_ps(_mm256_loadu_ps(dr + c), D)));
+            _mm256_storeu_ps(dr + c, dv);
         }
     }
     if (dkdv) {
-        /* dV[c] += sum_r P[r][c] dO[r];  dK[c] += sum_r dS[r][c] (scale Q[r]) — key pairs */
-        for (int64_t c = 0; c < kn; c += 2) {
-            axpy2(w->P + c, w->P + c + 1, BKB, w->dor + q0 * HDvp, HDvp, nq, HDvp, w->dva + c * HDvp,
-                  w->dva + (c + 1) * HDvp, 1.0f, 1.0f);
-            axpy2(w->dS + c, w->dS + c + 1, BKB, w->qs + q0 * HDp, HDp, nq, HDp, w->dka + c * HDp,
-                  w->dka + (c + 1) * HDp, 1.0f, 1.0f);
+        /* dV[c] += sum_r P[r][c] dO[r];  dK[c] += sum_r dS[r][c] (scale Q[r]) — 6 keys at a time
+         * (P read transposed: key stride 1, query stride BKB) */
+        for (int64_t c = 0; c < kn; c += RB) {
+            axpy6(w->P + c, 1, BKB, w->dor + q0 * HDvp, HDvp, nq, HDvp, w->dva + c * HDvp, HDvp, ones);
+            axpy6(w->dS + c, 1, BKB, w->qs + q0 * HDp, HDp, nq, HDp, w->dka + c * HDp, HDp, ones);
         }
     }
     if (dq) {
-        /* dQ[r] += sum_c dS[r][c] K[c] — query pairs (times scale when written out) */
-        for (int64_t r = 0; r < nq; r += 2)
-            axpy2(w->dS + r * BKB, w->dS + (r + 1) * BKB, 1, w->kr + k0 * HDp, HDp, kn, HDp, w->dqa + (q0 + r) * HDp,
-                  w->dqa + (q0 + r + 1) * HDp, 1.0f, 1.0f);
+        /* dQ[r] += sum_c dS[r][c] K[c] — 6 queries at a time (times scale when written out) */
+        for (int64_t r = 0; r < nqp; r += RB)
+            axpy6(w->dS + r * BKB, BKB, 1, w->kr + k0 * HDp, HDp, kn, HDp, w->dqa + (q0 + r) * HDp, HDp, ones);
     }
 }
 

@@ -488,7 +488,7 @@ static void sum_ref(const sum_plan *sp, float *out, const char *src, int64_t lo,
 
 #ifdef NU_HAVE_X86
 /* sum of n contiguous floats in double lanes (4 x 4 partial sums) */
-TGT static double sum_run_avx2(const float *x, int64_t n) {
+TGT static inline double sum_run_avx2(const float *x, int64_t n) {
     __m256d a0 = _mm256_setzero_pd(), a1 = a0, a2 = a0, a3 = a0;
     int64_t i = 0;
     for (; i + 16 <= n; i += 16) {
@@ -506,7 +506,7 @@ TGT static double sum_run_avx2(const float *x, int64_t n) {
 }
 
 /* Innermost R dim contiguous: per output, contiguous runs summed with sum_run_avx2. */
-static void sum_rows_fast(const sum_plan *sp, float *out, const char *src, int64_t lo, int64_t hi) {
+TGT static void sum_rows_fast(const sum_plan *sp, float *out, const char *src, int64_t lo, int64_t hi) {
     int dl = sp->rd[sp->nr - 1];
     int64_t nl = sp->it.ne[dl];
     for (int64_t j = lo; j < hi; j++) {
@@ -518,7 +518,7 @@ static void sum_rows_fast(const sum_plan *sp, float *out, const char *src, int64
 }
 
 /* acc[0..nb) (double) += x[0..nb) (float), nb <= 16 */
-TGT static void acc_block_avx2(double *acc, const float *x, int64_t nb) {
+TGT static inline void acc_block_avx2(double *acc, const float *x, int64_t nb) {
     int64_t i = 0;
     for (; i + 4 <= nb; i += 4)
         _mm256_storeu_pd(acc + i, _mm256_add_pd(_mm256_loadu_pd(acc + i), _mm256_cvtps_pd(_mm_loadu_ps(x + i))));
@@ -527,7 +527,7 @@ TGT static void acc_block_avx2(double *acc, const float *x, int64_t nb) {
 
 /* Innermost K dim contiguous in src: blocks of up to 16 neighbouring outputs accumulate whole
  * vectors per R index, in the reference's order (bit-identical to it). */
-static void sum_cols_fast(const sum_plan *sp, float *out, const char *src, int64_t lo, int64_t hi) {
+TGT static void sum_cols_fast(const sum_plan *sp, float *out, const char *src, int64_t lo, int64_t hi) {
     int dk = sp->kd[sp->nk - 1];
     int64_t nk = sp->it.ne[dk];
     int dl = sp->rd[sp->nr - 1];
