@@ -30,7 +30,9 @@
 enum { P_STRIDE = 0, P_PAD = 2, P_DIL = 4, P_GROUPS = 6, P_OUTPAD = 7 };
 
 /* Column-tile budget in floats per thread (512 KiB: fits the L2 of current x86 cores). */
-#define COL_BUDGET (128 * 1024)
+#include <stdlib.h>
+static int64_t envi(const char *n, int64_t d) { const char *s = getenv(n); return s ? atoll(s) : d; }
+#define COL_BUDGET envi("CB", 128 * 1024)
 /* Target number of work items, so that the pool has enough independent pieces. */
 #define MIN_ITEMS 8
 

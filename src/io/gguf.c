@@ -28,6 +28,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/atomic.h"
 #include "nuance/io.h"
 
 #define GGUF_MAX_TENSORS (1u << 20)
@@ -857,48 +858,6 @@ static bool write_rows(FILE *fp, const nu_tensor *t) {
     }
 }
 
-/* Atomic write: <path>.tmp.XXXXXX, then fsync and rename over path. */
-static nu_status atomic_begin(const char *path, char **tmp_out, FILE **fp_out) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 12);
-    if (!tmp) return nu_error(NU_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return nu_error(NU_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(e));
-    }
-    fchmod(fd, 0644);
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return nu_error(NU_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    *tmp_out = tmp;
-    *fp_out = fp;
-    return NU_OK;
-}
-
-static nu_status atomic_end(const char *path, char *tmp, FILE *fp, bool ok) {
-    int e = 0;
-    if (ok && fflush(fp) != 0) { ok = false; e = errno; }
-    if (ok && fsync(fileno(fp)) != 0) { ok = false; e = errno; }
-    if (fclose(fp) != 0 && ok) { ok = false; e = errno; }
-    if (ok && rename(tmp, path) != 0) { ok = false; e = errno; }
-    nu_status st = NU_OK;
-    if (!ok) {
-        unlink(tmp);
-        st = nu_error(NU_ERR_IO, "%s: write failed: %s", path, e ? strerror(e) : "I/O error");
-    }
-    free(tmp);
-    return st;
-}
-
 nu_status nu_gguf_writer_write(nu_gguf_writer *w, const char *path) {
     if (!w || !path || !*path) return nu_error(NU_ERR_INVALID_ARG, "nu_gguf_writer_write: NULL writer or empty path");
     if (w->oom) return nu_error(NU_ERR_NOMEM, "%s: GGUF writer ran out of memory (or got a NULL key/tensor)", path);
@@ -922,10 +881,10 @@ nu_status nu_gguf_writer_write(nu_gguf_writer *w, const char *path) {
             if (strcmp(w->tensors[j]->name, t->name) == 0)
                 return nu_error(NU_ERR_INVALID_ARG, "%s: duplicate tensor name '%s'", path, t->name);
     }
-    char *tmp = NULL;
-    FILE *fp = NULL;
-    nu_status st = atomic_begin(path, &tmp, &fp);
+    nu_atomic_file af;
+    nu_status st = nu_atomic_begin(&af, path);
     if (st != NU_OK) return st;
+    FILE *fp = af.fp;
     bool ok = fwrite("GGUF", 1, 4, fp) == 4 && put_le(fp, 3, 4) && put_le(fp, (uint64_t)w->n_t, 8) &&
               put_le(fp, (uint64_t)w->n_kv, 8);
     uint64_t pos = 24;
@@ -973,5 +932,5 @@ nu_status nu_gguf_writer_write(nu_gguf_writer *w, const char *path) {
         uint64_t nb = tensor_file_bytes(t);
         ok = write_rows(fp, t) && put_zeros(fp, (size_t)((align - nb % align) % align));
     }
-    return atomic_end(path, tmp, fp, ok);
+    return nu_atomic_end(&af, ok);
 }

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/atomic.h"
 #include "io/image_internal.h"
 
 /* ---------------------------------------------------------------- shared helpers */
@@ -177,71 +178,6 @@ void nu_image_texts_free(nu_image_text *t, int n) {
 
 /* ---------------------------------------------------------------- saving */
 
-/* Writes data to path atomically: a temp file next to it (same folder, so rename is atomic),
- * written fully, fsynced, then renamed over path. On any error the temp file is removed and an
- * existing file at path is untouched. An existing file's permission bits are kept. */
-static nu_status write_atomic(const char *path, const uint8_t *data, size_t n) {
-    static unsigned counter;
-    size_t plen = strlen(path);
-    char *tmp = malloc(plen + 64);
-    if (!tmp) return nu_error(NU_ERR_NOMEM, "%s: out of memory", path);
-    int fd = -1, e = 0;
-    for (int attempt = 0; attempt < 100; attempt++) {
-        unsigned k = __atomic_fetch_add(&counter, 1, __ATOMIC_RELAXED);
-        snprintf(tmp, plen + 64, "%s.%ld.%u.tmp", path, (long)getpid(), k);
-        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
-        e = errno;
-        if (fd >= 0 || e != EEXIST) break;
-    }
-    if (fd < 0) {
-        nu_status st = nu_error(NU_ERR_IO, "%s: cannot create %s: %s", path, tmp, strerror(e));
-        free(tmp);
-        return st;
-    }
-    struct stat st_old;
-    if (stat(path, &st_old) == 0 && S_ISREG(st_old.st_mode)) (void)fchmod(fd, st_old.st_mode & 07777);
-    const char *what = NULL;
-    size_t done = 0;
-    while (done < n) {
-        ssize_t w = write(fd, data + done, n - done);
-        if (w < 0) {
-            if (errno == EINTR) continue;
-            what = "write";
-            break;
-        }
-        done += (size_t)w;
-    }
-    if (!what && fsync(fd) != 0) what = "fsync";
-    e = errno;
-    if (close(fd) != 0 && !what) {
-        what = "close";
-        e = errno;
-    }
-    if (!what && rename(tmp, path) != 0) {
-        what = "rename";
-        e = errno;
-    }
-    if (what) {
-        unlink(tmp);
-        nu_status st = nu_error(NU_ERR_IO, "%s: cannot save (%s failed: %s)", path, what, strerror(e));
-        free(tmp);
-        return st;
-    }
-    free(tmp);
-    /* Make the rename itself durable (best effort: some file systems refuse fsync on folders). */
-    const char *slash = strrchr(path, '/');
-    char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
-    if (dir) {
-        int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dfd >= 0) {
-            (void)fsync(dfd);
-            close(dfd);
-        }
-        free(dir);
-    }
-    return NU_OK;
-}
-
 nu_status nu_image_save(const char *path, const nu_image *img, const nu_image_text *texts, int n_texts,
                         int quality) {
     if (!path || !*path) return nu_error(NU_ERR_INVALID_ARG, "nu_image_save: empty path");
@@ -275,7 +211,7 @@ nu_status nu_image_save(const char *path, const nu_image *img, const nu_image_te
     case IMG_JPEG: st = nu_image_jpeg_encode(img, quality, path, &buf); break;
     default: st = nu_image_webp_encode(img, quality, path, &buf); break;
     }
-    if (st == NU_OK) st = write_atomic(path, buf.data, buf.size);
+    if (st == NU_OK) st = nu_atomic_write(path, buf.data, buf.size);
     nu_image_buf_free(&buf);
     return st;
 }

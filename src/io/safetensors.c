@@ -23,6 +23,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "io/atomic.h"
 #include "nuance/io.h"
 
 #define ST_MAX_HEADER ((uint64_t)100 * 1000 * 1000)
@@ -536,48 +537,6 @@ static bool write_packed(FILE *fp, const nu_tensor *t, size_t es) {
     }
 }
 
-/* Atomic write: <path>.tmp.XXXXXX, then fsync and rename over path. */
-static nu_status atomic_begin(const char *path, char **tmp_out, FILE **fp_out) {
-    size_t n = strlen(path);
-    char *tmp = malloc(n + 12);
-    if (!tmp) return nu_error(NU_ERR_NOMEM, "%s: out of memory", path);
-    memcpy(tmp, path, n);
-    memcpy(tmp + n, ".tmp.XXXXXX", 12);
-    int fd = mkstemp(tmp);
-    if (fd < 0) {
-        int e = errno;
-        free(tmp);
-        return nu_error(NU_ERR_IO, "%s: cannot create temporary file: %s", path, strerror(e));
-    }
-    fchmod(fd, 0644);
-    FILE *fp = fdopen(fd, "wb");
-    if (!fp) {
-        int e = errno;
-        close(fd);
-        unlink(tmp);
-        free(tmp);
-        return nu_error(NU_ERR_IO, "%s: %s", path, strerror(e));
-    }
-    *tmp_out = tmp;
-    *fp_out = fp;
-    return NU_OK;
-}
-
-static nu_status atomic_end(const char *path, char *tmp, FILE *fp, bool ok) {
-    int e = 0;
-    if (ok && fflush(fp) != 0) { ok = false; e = errno; }
-    if (ok && fsync(fileno(fp)) != 0) { ok = false; e = errno; }
-    if (fclose(fp) != 0 && ok) { ok = false; e = errno; }
-    if (ok && rename(tmp, path) != 0) { ok = false; e = errno; }
-    nu_status st = NU_OK;
-    if (!ok) {
-        unlink(tmp);
-        st = nu_error(NU_ERR_IO, "%s: write failed: %s", path, e ? strerror(e) : "I/O error");
-    }
-    free(tmp);
-    return st;
-}
-
 static int cmp_str_ptr(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 nu_status nu_st_save(const char *path, nu_tensor *const *tensors, int n, const char *const *meta_keys,
@@ -663,17 +622,17 @@ nu_status nu_st_save(const char *path, nu_tensor *const *tensors, int n, const c
     }
     nu_json_free(check);
 
-    char *tmp = NULL;
-    FILE *fp = NULL;
-    nu_status st = atomic_begin(path, &tmp, &fp);
+    nu_atomic_file af;
+    nu_status st = nu_atomic_begin(&af, path);
     if (st != NU_OK) {
         free(h.s);
         return st;
     }
+    FILE *fp = af.fp;
     uint8_t len8[8];
     for (int i = 0; i < 8; i++) len8[i] = (uint8_t)((uint64_t)h.len >> (8 * i));
     bool ok = fwrite(len8, 1, 8, fp) == 8 && fwrite(h.s, 1, h.len, fp) == h.len;
     free(h.s);
     for (int i = 0; ok && i < n; i++) ok = write_packed(fp, tensors[i], elem_size(tensors[i]->type));
-    return atomic_end(path, tmp, fp, ok);
+    return nu_atomic_end(&af, ok);
 }
