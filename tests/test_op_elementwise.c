@@ -20,8 +20,6 @@
 #include "nuance/io.h"
 
 /* row functions of src/cpu/k_unary.c (library-internal, declared there) */
-void nu_cpu_unary_f32(int kind, float *y, const float *x, int64_t n, bool fast);
-void nu_cpu_unary_backward_f32(int kind, float *dx, const float *dy, const float *x, int64_t n, bool fast);
 
 static const char *kind_name[NU_UNARY_COUNT] = {"silu", "gelu", "gelu_tanh", "quick_gelu", "sigmoid", "tanh",
                                                 "relu", "sqr",  "sqrt",      "exp",        "ln"};

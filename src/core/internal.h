@@ -133,6 +133,12 @@ typedef struct { uint16_t d, m; uint8_t qh[4]; uint8_t qs[16]; } nu_block_q5_1; 
 void nu_quant_row_to_f32(nu_type t, const void *src, float *dst, int64_t n);
 void nu_quant_row_from_f32(nu_type t, const float *src, void *dst, int64_t n);
 
+/* Row functions of the unary activations (src/cpu/k_unary.c), usable by any kernel:
+ * y = f(x) / dx = dy * f'(x) over n contiguous values; `fast` picks the AVX2 approximations
+ * (error bounds in k_unary.c), otherwise libm in double, rounded once. */
+void nu_cpu_unary_f32(int kind, float *y, const float *x, int64_t n, bool fast);
+void nu_cpu_unary_backward_f32(int kind, float *dx, const float *dy, const float *x, int64_t n, bool fast);
+
 /* Pointer to element idx (byte strides) */
 static inline void *nu_elem_ptr(const nu_tensor *t, const int64_t *idx) {
     char *p = (char *)t->data;

@@ -226,13 +226,14 @@ TGT static inline __m256 exp2_ps(__m256 x) {
     x = _mm256_min_ps(_mm256_set1_ps(127.0f), x);
     __m256 n = _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     __m256 f = _mm256_sub_ps(x, n); /* exact, |f| <= 1/2 */
-    __m256 y = _mm256_set1_ps(1.53458284e-4f);
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.33999379e-3f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(9.61848907e-3f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(5.55032864e-2f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(2.40226462e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(6.93147182e-1f));
-    y = _mm256_fmadd_ps(y, f, _mm256_set1_ps(1.0f));
+    /* Estrin's scheme (dependency depth 3 instead of Horner's 6: the softmax loop is
+     * latency-bound otherwise) */
+    __m256 f2 = _mm256_mul_ps(f, f), f4 = _mm256_mul_ps(f2, f2);
+    __m256 p01 = _mm256_fmadd_ps(_mm256_set1_ps(6.93147182e-1f), f, _mm256_set1_ps(1.0f));
+    __m256 p23 = _mm256_fmadd_ps(_mm256_set1_ps(5.55032864e-2f), f, _mm256_set1_ps(2.40226462e-1f));
+    __m256 p45 = _mm256_fmadd_ps(_mm256_set1_ps(1.33999379e-3f), f, _mm256_set1_ps(9.61848907e-3f));
+    __m256 p46 = _mm256_fmadd_ps(_mm256_set1_ps(1.53458284e-4f), f2, p45);
+    __m256 y = _mm256_fmadd_ps(p46, f4, _mm256_fmadd_ps(p23, f2, p01));
     /* 2^n through the exponent field; n = -127 gives 0 */
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(e));
@@ -431,6 +432,8 @@ static void fwd_pack_kv(const geom *g, const fwd_ws *w, int64_t b, int64_t h) {
 TGT static void fwd_softmax_rows(const geom *g, const fwd_ws *w, int64_t b, int64_t h, int64_t q0, int64_t r0,
                                  int64_t k0, int64_t kn) {
     int64_t kn8 = up(kn, 8);
+    float muse[RB];
+    /* pass 1, all rows: mask, causal/tail -inf, new running max */
     for (int64_t r = 0; r < RB; r++) {
         int64_t i = q0 + r0 + r;
         float *sr = w->s + r * BK;
@@ -447,18 +450,30 @@ TGT static void fwd_softmax_rows(const geom *g, const fwd_ws *w, int64_t b, int6
         }
         float mold = w->m[r0 + r], tmax = hmax_ps(vmax);
         float mnew = tmax > mold ? tmax : mold;
-        float muse = mnew == -INFINITY ? 0.0f : mnew; /* all masked so far: p = 0, no NaN */
-        __m256 vm = _mm256_set1_ps(muse), vsum = _mm256_setzero_ps();
-        for (int64_t c = 0; c < kn8; c += 8) {
-            __m256 pv = exp2_ps(_mm256_sub_ps(_mm256_loadu_ps(sr + c), vm));
-            _mm256_storeu_ps(sr + c, pv);
-            vsum = _mm256_add_ps(vsum, pv);
-        }
+        muse[r] = mnew == -INFINITY ? 0.0f : mnew; /* all masked so far: p = 0, no NaN */
         /* rescale of the previous tiles: exactly 1 if the max did not move, 0 on the first */
-        float alpha = mold == mnew ? 1.0f : mold == -INFINITY ? 0.0f : exp2f(mold - muse);
-        w->alpha[r] = alpha;
-        w->l[r0 + r] = w->l[r0 + r] * alpha + hsum_ps(vsum);
+        w->alpha[r] = mold == mnew ? 1.0f : mold == -INFINITY ? 0.0f : exp2f(mold - muse[r]);
         w->m[r0 + r] = mnew;
+    }
+    /* pass 2, all rows (independent: the core overlaps them): p = 2^(s - m), row sums */
+    for (int64_t r = 0; r < RB; r++) {
+        float *sr = w->s + r * BK;
+        __m256 vm = _mm256_set1_ps(muse[r]), s0 = _mm256_setzero_ps(), s1 = s0;
+        int64_t c = 0;
+        for (; c + 16 <= kn8; c += 16) {
+            __m256 p0 = exp2_ps(_mm256_sub_ps(_mm256_loadu_ps(sr + c), vm));
+            __m256 p1 = exp2_ps(_mm256_sub_ps(_mm256_loadu_ps(sr + c + 8), vm));
+            _mm256_storeu_ps(sr + c, p0);
+            _mm256_storeu_ps(sr + c + 8, p1);
+            s0 = _mm256_add_ps(s0, p0);
+            s1 = _mm256_add_ps(s1, p1);
+        }
+        if (c < kn8) {
+            __m256 p0 = exp2_ps(_mm256_sub_ps(_mm256_loadu_ps(sr + c), vm));
+            _mm256_storeu_ps(sr + c, p0);
+            s0 = _mm256_add_ps(s0, p0);
+        }
+        w->l[r0 + r] = w->l[r0 + r] * w->alpha[r] + hsum_ps(_mm256_add_ps(s0, s1));
     }
 }
 

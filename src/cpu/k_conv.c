@@ -328,13 +328,24 @@ static int64_t split_block(int64_t n, int64_t want, int64_t minb, int64_t align)
     return imin(b, n);
 }
 
-/* Winograd choice for a conv2d-shaped problem (3x3, stride 1, dilation 1, one group):
- * returns m (4, 2) or 0 for "use im2col + GEMM". See the measurements in the report of
- * bench/ numbers: Winograd wins once both channel counts and the tile count are large enough
- * for its 36 (16) GEMMs to run near peak. */
 static atomic_int forced_algo = NU_CONV_ALGO_AUTO;
 void nu_conv_set_algo(int algo) { atomic_store(&forced_algo, algo); }
 
+/* Winograd choice for a conv2d-shaped problem (3x3, stride 1, dilation 1, one group):
+ * returns m (4, 2) or 0 for im2col + GEMM. Measured on the 2-core AVX-512 dev machine (one
+ * thread, CPU time, GFLOP/s of the direct-conv flop count; OpenBLAS sgemm peaks near 100):
+ *   C=K   HxW    N  tiles(4/2)  gemm  F(2,3)  F(4,3)
+ *   320   64x64  1  256/1024      87     -     257
+ *   640   32x32  1   64/256       85    77     217
+ *   320   32x32  1   64/256       90   153     207
+ *   640   16x16  1   16/64        86   110      91
+ *   1280  16x16  1   16/64        73   119      97
+ *   1280  16x16  4   64/256       77   156     217
+ *   1280  8x8    1    4/16        74    49      29
+ *   1280  8x8    4   16/64        74   114      94
+ *   32    16x16  1   16/64        57    78      70
+ * F(4,3) wins from ~64 tiles (its 36 GEMMs get N >= 64 and the weight transform, 36 floats
+ * per filter, is amortised); F(2,3) from ~64 tiles of 2x2; below that im2col + GEMM. */
 static int choose_wino(const nu_conv_geom *g) {
     if (g->KH != 3 || g->KW != 3 || g->sh != 1 || g->sw != 1 || g->dh != 1 || g->dw != 1 || g->G != 1) return 0;
     switch (atomic_load(&forced_algo)) {
@@ -343,11 +354,9 @@ static int choose_wino(const nu_conv_geom *g) {
     case NU_CONV_ALGO_WINO4: return 4;
     default: break;
     }
-    if (g->C < 32 || g->K < 32) return 0;
-    int64_t tiles4 = g->N * cdiv(g->Ho, 4) * cdiv(g->Wo, 4);
-    if (tiles4 >= 32 && g->Wo >= 16) return 4;
-    int64_t tiles2 = g->N * cdiv(g->Ho, 2) * cdiv(g->Wo, 2);
-    if (tiles2 >= 64 && g->Wo >= 8) return 2;
+    if (g->C < 16 || g->K < 16) return 0;
+    if (g->N * cdiv(g->Ho, 4) * cdiv(g->Wo, 4) >= 64) return 4;
+    if (g->N * cdiv(g->Ho, 2) * cdiv(g->Wo, 2) >= 64) return 2;
     return 0;
 }
 

@@ -28,8 +28,6 @@
 #endif
 
 /* k_unary.c */
-void nu_cpu_unary_f32(int kind, float *y, const float *x, int64_t n, bool fast);
-void nu_cpu_unary_backward_f32(int kind, float *dx, const float *dy, const float *x, int64_t n, bool fast);
 
 /* ---------------------------------------------------------------- strided iterator */
 

@@ -52,8 +52,6 @@
 #endif
 
 /* Exported to k_elementwise.c (declared there as well). */
-void nu_cpu_unary_f32(int kind, float *y, const float *x, int64_t n, bool fast);
-void nu_cpu_unary_backward_f32(int kind, float *dx, const float *dy, const float *x, int64_t n, bool fast);
 
 #define K_INV_SQRT_2PI 0.39894228040143267794f
 #define K_GELU_B 0.79788456080286535588f /* sqrt(2/pi) (derivative only; forward: v_gelu_2u) */
