@@ -54,7 +54,7 @@ static void test_types(void) {
     NU_CHECK(nu_row_size(NU_TYPE_Q4_1, 32) == 20);
     NU_CHECK(nu_row_size(NU_TYPE_Q5_0, 32) == 22);
     NU_CHECK(nu_row_size(NU_TYPE_Q5_1, 32) == 24);
-    for (int t = 0; t < NU_TYPE_COUNT; t++) NU_CHECK(nu_type_from_name(nu_type_name((nu_type)t)) == t);
+    for (int t = 0; t < NU_TYPE_COUNT; t++) NU_CHECK((int)nu_type_from_name(nu_type_name((nu_type)t)) == t);
     NU_CHECK(nu_type_from_name("q9_9") == NU_TYPE_COUNT);
     int64_t iv[3] = {-5, 0, 1 << 20};
     float f[3];
