@@ -9,7 +9,8 @@ The reference is torch.nn.functional.scaled_dot_product_attention's definition (
 no dropout): softmax(q k^T * scale + attn_bias) v where attn_bias = additive mask, plus -inf above
 the diagonal when is_causal (top-left aligned: query i sees keys j <= i). Debian's torch 1.13 has
 no public SDPA, so it is written out here, evaluated in float64 from the float32 inputs and
-stored as float32. One case has a fully masked row: torch gives NaN there; nuance defines the
+stored as float32; each case without fully masked rows is cross-checked (to 1e-10) against 1.13's
+private torch.nn.functional._scaled_dot_product_attention. One case has a fully masked row: torch gives NaN there; nuance defines the
 row's output as 0 with zero gradients, and so does this reference (max taken as 0 on such rows,
 denominator 1).
 
@@ -86,6 +87,17 @@ def main():
         qd, kd, vd = (t.double().requires_grad_(True) for t in (q, k, v))
         y = sdpa_ref(qd, kd, vd, None if mask is None else mask.double(), causal, eff)
         (y * go.double()).sum().backward()
+        sdpa = getattr(torch.nn.functional, "_scaled_dot_product_attention", None)  # torch 1.13
+        if sdpa is not None and n != 2:
+            # cross-check the written-out definition against torch's own (no fully masked rows;
+            # 1.13's private op takes mask and is_causal; its causal mask is the top-left tril)
+            eff_mask = None if mask is None else mask.double()
+            if causal:
+                keep = torch.ones(Tq, Tk, dtype=torch.bool).tril(diagonal=0)
+                cm = torch.zeros(Tq, Tk, dtype=torch.float64).masked_fill(~keep, float("-inf"))
+                eff_mask = cm if eff_mask is None else eff_mask + cm
+            t_out = sdpa(q.double() * (eff * math.sqrt(HD)), k.double(), v.double(), eff_mask, 0.0, False, False)[0]
+            assert (t_out - y.detach()).abs().max().item() < 1e-10, f"case{n}: definition differs from torch"
         p = f"case{n}."
         out[p + "q"], out[p + "k"], out[p + "v"], out[p + "go"] = q, k, v, go
         if mask is not None:

@@ -26,14 +26,15 @@ double nu_cpu_attention_exp2_check(float lo, float hi, int64_t n);
 /* ---------------------------------------------------------------- case description */
 
 enum { MASK_NONE, MASK_B1QK, MASK_QK, MASK_B11K, MASK_FULL_T };
-enum { LAYOUT_PLAIN, LAYOUT_BTHD, LAYOUT_KT };
+enum { LAYOUT_PLAIN, LAYOUT_BTHD, LAYOUT_KT, LAYOUT_SHARED };
 
 typedef struct {
     const char *name;
     int B, NH, Tq, Tk, HD, HDv;
     int mask;   /* MASK_*: [B,1,Tq,Tk] | [Tq,Tk] | [B,1,1,Tk] | [B,NH,Tq,Tk] stored transposed */
     bool causal;
-    int layout; /* LAYOUT_*: contiguous | q from [B,Tq,NH,HD] and k,v sliced from [B,Tk,NH,HD+HDv] | k stored [B,NH,HD,Tk] */
+    int layout; /* LAYOUT_*: contiguous | q from [B,Tq,NH,HD] and k,v sliced from [B,Tk,NH,HD+HDv] |
+                 * q, k stored [B,NH,HD,T] | q = k = v one tensor (gradcheck only) */
     float scale;
 } acase;
 
@@ -91,14 +92,16 @@ static void make_inputs(nu_ctx *ctx, const acase *c, inputs *in) {
         in->k = nu_permute(ctx, nu_slice(ctx, in->lk, 3, 0, HD), (int[]){0, 2, 1, 3});
         in->v = nu_permute(ctx, nu_slice(ctx, in->lk, 3, HD, HD + HDv), (int[]){0, 2, 1, 3});
     } else {
-        in->lq = leaf(ctx, 4, (int64_t[]){B, NH, Tq, HD}, 1, -1.f, 1.f);
         in->lv = leaf(ctx, 4, (int64_t[]){B, NH, Tk, HDv}, 3, -1.f, 1.f);
-        in->q = in->lq;
         in->v = in->lv;
-        if (c->layout == LAYOUT_KT) {
+        if (c->layout == LAYOUT_KT) { /* q and k stored [B, NH, HD, T]: HD stride != 4 bytes */
+            in->lq = leaf(ctx, 4, (int64_t[]){B, NH, HD, Tq}, 1, -1.f, 1.f);
+            in->q = nu_transpose(ctx, in->lq, 2, 3);
             in->lk = leaf(ctx, 4, (int64_t[]){B, NH, HD, Tk}, 2, -1.f, 1.f);
             in->k = nu_transpose(ctx, in->lk, 2, 3);
         } else {
+            in->lq = leaf(ctx, 4, (int64_t[]){B, NH, Tq, HD}, 1, -1.f, 1.f);
+            in->q = in->lq;
             in->lk = leaf(ctx, 4, (int64_t[]){B, NH, Tk, HD}, 2, -1.f, 1.f);
             in->k = in->lk;
         }
@@ -269,7 +272,7 @@ static const acase CASES[] = {
     {"causal 100x300 hd20", 1, 2, 100, 300, 20, 24, MASK_NONE, true, LAYOUT_PLAIN, 0},
     {"causal+mask 130x70 hd3", 1, 1, 130, 70, 3, 5, MASK_B1QK, true, LAYOUT_PLAIN, 0.7f},
     {"bthd views + 2d mask", 2, 2, 50, 77, 40, 40, MASK_QK, false, LAYOUT_BTHD, 0},
-    {"k transposed + key mask", 1, 2, 33, 41, 8, 16, MASK_B11K, false, LAYOUT_KT, 0},
+    {"q,k transposed + key mask", 1, 2, 33, 41, 8, 16, MASK_B11K, false, LAYOUT_KT, 0},
     {"strided full mask hd72/88", 1, 2, 20, 30, 72, 88, MASK_FULL_T, true, LAYOUT_PLAIN, 0},
     {"self 260x520 hd64", 1, 1, 260, 520, 64, 64, MASK_NONE, false, LAYOUT_PLAIN, 0},
     {"causal self 200 hd40 bthd", 1, 1, 200, 200, 40, 40, MASK_NONE, true, LAYOUT_BTHD, 0},
@@ -424,6 +427,7 @@ static nu_tensor *gc_build(nu_ctx *ctx, nu_tensor **leaves, void *user) {
         k = nu_permute(ctx, k, (int[]){0, 2, 1, 3});
         v = nu_permute(ctx, v, (int[]){0, 2, 1, 3});
     }
+    if (c->layout == LAYOUT_SHARED) k = v = q; /* self-attention of one tensor: grads add up */
     return nu_attention(ctx, q, k, v, u->in.mask, c->causal, c->scale);
 }
 
@@ -436,10 +440,11 @@ static void test_gradcheck(void) {
         {"gradcheck plain", 1, 2, 3, 4, 3, 2, MASK_NONE, false, LAYOUT_PLAIN, 0},
         {"gradcheck causal+mask", 2, 1, 4, 3, 5, 3, MASK_B1QK, true, LAYOUT_PLAIN, 0.8f},
         {"gradcheck permuted", 1, 2, 3, 5, 4, 4, MASK_QK, false, LAYOUT_BTHD, 0},
+        {"gradcheck q=k=v", 1, 2, 5, 5, 3, 3, MASK_NONE, true, LAYOUT_SHARED, 0},
     };
     for (int fast = 1; fast >= 0; fast--) {
         nu_cpu_set_fast(fast != 0);
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < (int)(sizeof gcases / sizeof gcases[0]); i++) {
             const acase *c = &gcases[i];
             nu_ctx *ctx = nu_ctx_new(NULL);
             gc_user u = {.c = c};
@@ -458,7 +463,7 @@ static void test_gradcheck(void) {
             /* one input at a time: the harness reads an input's analytic gradient after the
              * finite differences of the inputs before it have recomputed the graph at a
              * perturbed point (the last element minus eps), which would bias it by O(eps) */
-            for (int t = 0; t < 3; t++) {
+            for (int t = 0; t < (c->layout == LAYOUT_SHARED ? 1 : 3); t++) {
                 for (int o = 0; o < 3; o++) lv[o]->flags &= ~(uint32_t)NU_FLAG_PARAM;
                 nu_set_param(lv[t]);
                 char nm[96];

@@ -4,9 +4,10 @@
  *   1. fast kernels (im2col/1x1 GEMM, Winograd F(4,3)/F(2,3), GEMM+col2im, weight-gradient
  *      GEMMs) vs the scalar reference twins (direct loops, double accumulators), forward and
  *      backward (dx, dw, db through nu_graph_backward), over stride / padding / dilation /
- *      groups (depthwise too), 1x1 and 3x3, odd sizes, batch > 1, a non-contiguous input,
- *      f16 weights; 1 vs 2 threads must agree bitwise (work items never depend on the thread
- *      count);
+ *      groups (depthwise too), 1x1 and 3x3, odd sizes, batch > 1, non-contiguous inputs
+ *      (channel- and W-strided views), f16 weights; 3x3 stride-1 cases run once per algorithm
+ *      (auto, im2col/GEMM, F(2,3), F(4,3), forced with nu_conv_set_algo); 1 vs 2 threads must
+ *      agree bitwise (work items never depend on the thread count);
  *   2. PyTorch fixtures (scripts/fixtures_conv.py -> tests/fixtures/conv.safetensors): conv2d and
  *      conv_transpose2d outputs and dx, dw, db for several parameter sets, fast and reference;
  *   3. finite-difference gradient checks (nu_test_gradcheck) on small shapes.
@@ -27,7 +28,8 @@ typedef struct ccase {
     int64_t N, C, H, W, K; /* x [N, C, H, W]; K output channels                        */
     int KH, KW;
     int sh, sw, ph, pw, dh, dw, groups, oph, opw;
-    bool bias, noncontig;
+    bool bias;
+    int noncontig; /* 0: contiguous x; 1: channels strided (NHCW storage); 2: W strided (NCWH) */
     nu_type wtype;
 } ccase;
 
@@ -88,14 +90,51 @@ static float *fetch(const nu_tensor *t, int64_t *n) {
     return v;
 }
 
-/* Builds y = conv(x, w, b) and loss = sum(y * r), runs forward + backward in three modes
- * (reference 1 thread, fast 1 thread, fast 2 threads) on the same graph. */
-static void run_case(const ccase *c, results out[3]) {
+static void fetch_results(nu_tensor *y, nu_tensor *xleaf, nu_tensor *w, nu_tensor *b, results *rs) {
+    memset(rs, 0, sizeof *rs);
+    rs->y = fetch(y, &rs->ny);
+    rs->gx = fetch(xleaf->grad, &rs->nx);
+    rs->gw = fetch(w->grad, &rs->nw);
+    if (b) rs->gb = fetch(b->grad, &rs->nb);
+}
+
+static void compare_fast(const ccase *c, const char *algo, const results *ref, const results *f1, const results *f2) {
+    char nm[200];
+    /* forward may use Winograd; the backward dx of a stride-1 3x3 conv is a stride-1 3x3
+     * transposed conv, which may too */
+    double tol = maybe_winograd(c) ? TOL_WINO : TOL_GEMM;
+    snprintf(nm, sizeof nm, "%s [%s] y fast/ref", c->name, algo);
+    NU_CHECK(nu_test_nmse(nm, f1->y, ref->y, ref->ny, tol));
+    snprintf(nm, sizeof nm, "%s [%s] dx fast/ref", c->name, algo);
+    NU_CHECK(nu_test_nmse(nm, f1->gx, ref->gx, ref->nx, tol));
+    snprintf(nm, sizeof nm, "%s [%s] dw fast/ref", c->name, algo);
+    NU_CHECK(nu_test_nmse(nm, f1->gw, ref->gw, ref->nw, TOL_GEMM));
+    if (c->bias) {
+        snprintf(nm, sizeof nm, "%s [%s] db fast/ref", c->name, algo);
+        NU_CHECK(nu_test_nmse(nm, f1->gb, ref->gb, ref->nb, TOL_GEMM));
+    }
+    /* 1 vs 2 threads: work items never depend on the thread count, so the BLAS calls and the
+     * transform arithmetic are identical -> bitwise equal */
+    snprintf(nm, sizeof nm, "%s [%s] y 1/2 threads", c->name, algo);
+    NU_CHECK(nu_test_equal(nm, f2->y, f1->y, f1->ny));
+    snprintf(nm, sizeof nm, "%s [%s] dx 1/2 threads", c->name, algo);
+    NU_CHECK(nu_test_equal(nm, f2->gx, f1->gx, f1->nx));
+    snprintf(nm, sizeof nm, "%s [%s] dw 1/2 threads", c->name, algo);
+    NU_CHECK(nu_test_equal(nm, f2->gw, f1->gw, f1->nw));
+}
+
+/* Builds y = conv(x, w, b) and loss = sum(y * r) with gradients for x, w, b; runs the graph
+ * with the reference twins (1 thread), then, for every algorithm the shape allows (forced in
+ * turn), with the fast kernels on 1 and 2 threads, and compares. */
+static void check_case(const ccase *c) {
     nu_ctx *ctx = nu_ctx_new(NULL);
     nu_tensor *xleaf, *x;
-    if (c->noncontig) { /* stored as [N, H, C, W], viewed as [N, C, H, W] */
+    if (c->noncontig == 1) { /* stored as [N, H, C, W], viewed as [N, C, H, W] */
         xleaf = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){c->N, c->H, c->C, c->W}, 1, 1.f);
         x = nu_permute(ctx, xleaf, (int[]){0, 2, 1, 3});
+    } else if (c->noncontig == 2) { /* stored as [N, C, W, H]: W is the strided dimension */
+        xleaf = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){c->N, c->C, c->W, c->H}, 1, 1.f);
+        x = nu_permute(ctx, xleaf, (int[]){0, 1, 3, 2});
     } else {
         xleaf = x = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){c->N, c->C, c->H, c->W}, 1, 1.f);
     }
@@ -118,49 +157,31 @@ static void run_case(const ccase *c, results out[3]) {
     nu_graph_expand(g, loss);
     nu_graph_backward(g, loss);
     nu_pool *p1 = nu_pool_new(1), *p2 = nu_pool_new(2);
-    for (int mode = 0; mode < 3; mode++) {
-        nu_compute_opts o = {.use_ref = mode == 0};
-        nu_status s = nu_graph_compute_opts(g, mode == 2 ? p2 : p1, &o);
+    results ref, f1, f2;
+    nu_compute_opts o_ref = {.use_ref = true}, o_fast = {.use_ref = false};
+    nu_status s = nu_graph_compute_opts(g, p1, &o_ref);
+    NU_CHECK_MSG(s == NU_OK, "%s: compute failed: %s", c->name, nu_last_error());
+    fetch_results(y, xleaf, w, b, &ref);
+    static const char *names[] = {"auto", "gemm", "wino2", "wino4"};
+    int last = maybe_winograd(c) ? NU_CONV_ALGO_WINO4 : NU_CONV_ALGO_AUTO;
+    for (int a = NU_CONV_ALGO_AUTO; a <= last; a++) {
+        nu_conv_set_algo(a);
+        s = nu_graph_compute_opts(g, p1, &o_fast);
         NU_CHECK_MSG(s == NU_OK, "%s: compute failed: %s", c->name, nu_last_error());
-        results *rs = &out[mode];
-        memset(rs, 0, sizeof *rs);
-        rs->y = fetch(y, &rs->ny);
-        rs->gx = fetch(xleaf->grad, &rs->nx);
-        rs->gw = fetch(w->grad, &rs->nw);
-        if (b) rs->gb = fetch(b->grad, &rs->nb);
+        fetch_results(y, xleaf, w, b, &f1);
+        s = nu_graph_compute_opts(g, p2, &o_fast);
+        NU_CHECK_MSG(s == NU_OK, "%s: compute failed: %s", c->name, nu_last_error());
+        fetch_results(y, xleaf, w, b, &f2);
+        compare_fast(c, names[a], &ref, &f1, &f2);
+        results_free(&f1);
+        results_free(&f2);
     }
+    nu_conv_set_algo(NU_CONV_ALGO_AUTO);
+    results_free(&ref);
     nu_pool_free(p1);
     nu_pool_free(p2);
     nu_graph_free(g);
     nu_ctx_free(ctx);
-}
-
-static void check_fast_vs_ref(const ccase *c, const char *algo) {
-    results rs[3];
-    run_case(c, rs);
-    char nm[200];
-    /* forward may use Winograd; the backward dx of a stride-1 3x3 conv is a stride-1 3x3
-     * transposed conv, which may too */
-    double tol = maybe_winograd(c) ? TOL_WINO : TOL_GEMM;
-    snprintf(nm, sizeof nm, "%s [%s] y fast/ref", c->name, algo);
-    NU_CHECK(nu_test_nmse(nm, rs[1].y, rs[0].y, rs[0].ny, tol));
-    snprintf(nm, sizeof nm, "%s [%s] dx fast/ref", c->name, algo);
-    NU_CHECK(nu_test_nmse(nm, rs[1].gx, rs[0].gx, rs[0].nx, tol));
-    snprintf(nm, sizeof nm, "%s [%s] dw fast/ref", c->name, algo);
-    NU_CHECK(nu_test_nmse(nm, rs[1].gw, rs[0].gw, rs[0].nw, TOL_GEMM));
-    if (c->bias) {
-        snprintf(nm, sizeof nm, "%s [%s] db fast/ref", c->name, algo);
-        NU_CHECK(nu_test_nmse(nm, rs[1].gb, rs[0].gb, rs[0].nb, TOL_GEMM));
-    }
-    /* 1 vs 2 threads: identical BLAS calls and transform arithmetic -> bitwise equal */
-    snprintf(nm, sizeof nm, "%s [%s] y 1/2 threads", c->name, algo);
-    NU_CHECK(nu_test_equal(nm, rs[2].y, rs[1].y, rs[1].ny));
-    snprintf(nm, sizeof nm, "%s [%s] dx 1/2 threads", c->name, algo);
-    NU_CHECK(nu_test_equal(nm, rs[2].gx, rs[1].gx, rs[1].nx));
-    snprintf(nm, sizeof nm, "%s [%s] dw 1/2 threads", c->name, algo);
-    NU_CHECK(nu_test_equal(nm, rs[2].gw, rs[1].gw, rs[1].nw));
-    /* the reference twins split by output element: bitwise across thread counts too */
-    for (int m = 0; m < 3; m++) results_free(&rs[m]);
 }
 
 #define F32 NU_TYPE_F32
@@ -178,9 +199,13 @@ static const ccase fast_cases[] = {
     {"conv 1x1 s2",                  0, 1, 16, 9, 9, 12, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32},
     {"conv 4x4 s2 p1 (down)",        0, 2, 8, 16, 14, 16, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
     {"conv 3x3 noncontig",           0, 2, 6, 9, 10, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, F32},
+    {"conv 3x3 s2 W-strided",        0, 1, 6, 12, 11, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32},
+    {"conv 1x1 W-strided",           0, 1, 8, 5, 6, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 2, F32},
     {"conv 3x3 f16 weight",          0, 1, 6, 9, 10, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, NU_TYPE_F16},
     {"conv wino4 40ch 20x21",        0, 2, 40, 20, 21, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
     {"conv wino4 noncontig p0",      0, 2, 33, 18, 19, 34, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
+    {"conv wino stream 176ch",       0, 1, 176, 8, 9, 176, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv wino W-strided",          0, 1, 36, 17, 19, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32},
     {"conv wino2 48ch 9x10",         0, 1, 48, 9, 10, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
     {"conv wino2 p2 f16",            0, 1, 32, 8, 8, 32, 3, 3, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, NU_TYPE_F16},
     {"convT 3x3 s2 p1 op1",          1, 2, 6, 7, 8, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, F32},
@@ -190,6 +215,8 @@ static const ccase fast_cases[] = {
     {"convT 1x1",                    1, 2, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32},
     {"convT 1x1 noncontig",          1, 2, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1, F32},
     {"convT 5x5 s3 p2 op2 nc",       1, 1, 5, 4, 5, 3, 5, 5, 3, 3, 2, 2, 1, 1, 1, 2, 1, 1, 1, F32},
+    {"convT 3x3 s2 W-strided",       1, 1, 5, 6, 7, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 2, F32},
+    {"convT wino W-strided",         1, 1, 34, 9, 12, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32},
     {"convT depthwise s2",           1, 1, 6, 5, 6, 6, 3, 3, 2, 2, 1, 1, 1, 1, 6, 1, 1, 1, 0, F32},
     {"convT wino 40ch p1",           1, 2, 40, 19, 20, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
     {"convT wino p0 nc",             1, 1, 32, 14, 15, 40, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
@@ -369,19 +396,9 @@ static void test_gradcheck(void) {
 int main(void) {
     int n = (int)(sizeof fast_cases / sizeof fast_cases[0]);
     for (int i = 0; i < n; i++) {
-        if (nu_test_quick() && i % 3) continue; /* sanitizer runs: a third of the cases */
-        const ccase *c = &fast_cases[i];
-        if (!maybe_winograd(c)) {
-            check_fast_vs_ref(c, "auto");
-            continue;
-        }
-        /* every algorithm the shape allows, forced in turn */
-        static const char *names[] = {"auto", "gemm", "wino2", "wino4"};
-        for (int a = NU_CONV_ALGO_AUTO; a <= NU_CONV_ALGO_WINO4; a++) {
-            nu_conv_set_algo(a);
-            check_fast_vs_ref(c, names[a]);
-        }
-        nu_conv_set_algo(NU_CONV_ALGO_AUTO);
+        /* sanitizer runs: every fourth case, and not the 176-channel one */
+        if (nu_test_quick() && (i % 4 || fast_cases[i].C > 64)) continue;
+        check_case(&fast_cases[i]);
     }
     test_fixtures();
     test_gradcheck();

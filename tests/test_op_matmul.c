@@ -261,6 +261,23 @@ static void test_weight_types(void) {
         c.tb = true;
         snprintf(name, sizeof name, "%s batched", nu_type_name(T));
         check_kernels(name, ctx, &c);
+        /* few rows (M <= 4: direct dot products / axpys on dequantized rows) */
+        for (int64_t M = 1; M <= 5; M += 2) {
+            c.a = t2(ctx, M, 96);
+            c.b = rand_typed(ctx, T, 2, (int64_t[]){70, 96});
+            c.ta = false;
+            c.tb = true;
+            snprintf(name, sizeof name, "%s M=%lld b^T", nu_type_name(T), (long long)M);
+            check_kernels(name, ctx, &c);
+            c.a = t2(ctx, 37, M); /* a^T, b [K, N] with N = 288 = one 256-column chunk + 32 */
+            c.b = rand_typed(ctx, T, 2, (int64_t[]){37, 288});
+            c.ta = true;
+            c.tb = false;
+            snprintf(name, sizeof name, "%s M=%lld a^T b", nu_type_name(T), (long long)M);
+            check_kernels(name, ctx, &c);
+        }
+        c.ta = false;
+        c.tb = true;
         /* small tiles: several N tiles and K tiles with a tail (160 = 64+64+32), N split (200
          * columns on 2 threads) and M split (40 columns) */
         nu_gemm_set_tiling((nu_gemm_tiling){64, 64});

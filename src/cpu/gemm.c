@@ -11,22 +11,31 @@
  * Typed tiles: for a thread's columns [n0, n1) the weight is walked in tiles of nb columns x kb
  * reduction steps (gemm_tiling): each tile is dequantized into the thread's scratch and
  * multiplied with one sgemm (beta = 1 after the first K tile). sgemm repacks A once per call, so
- * the extra traffic is M*K per nb output columns (about 1/(2*nb) of the FLOPs) and the scratch is
- * nb*kb floats per thread.
+ * the extra traffic is M*K per nb output columns (about 1/(2*nb) of the FLOPs), the dequantized
+ * tile is packed by sgemm like an f32 weight, and the scratch is nb*kb floats per thread.
  *
  * Reference twin: each C element is one dot product over k in order, accumulated in double and
  * rounded once, so it does not depend on the split. Tested by tests/test_op_matmul.c.
  */
 #include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define NU_X86 1
+#endif
 
 #include <cblas.h>
 
 #include "cpu/gemm.h"
 
-/* Measured on the 2-core AVX-512 EPYC test machine with OpenBLAS 0.3.21 (bench numbers in the
- * matmul report): 512 x 1024 tiles (2 MiB scratch per thread) keep typed GEMMs within ~10% of
- * f32 for M >= 320. */
-static nu_gemm_tiling gemm_tiling = {512, 1024};
+/* Tiles of 1024 output columns x 320 reduction steps (1.25 MiB of scratch per thread). OpenBLAS
+ * (Cooperlake kernels on the test machine: P = 640, Q = 320) packs the activation panel once per
+ * call and Q-block, so wide tiles avoid repacking it, and kb = Q adds no C traffic beyond what
+ * sgemm's own K blocking does. Sweep on the 2-core EPYC, q8_0, CPU-time ratio to f32
+ * (320x4096x2880 / 2048^3 / 640x1024x5760): 512x1024 0.89/0.94/0.92, 1024x640 0.95/0.98/0.95,
+ * 1024x320 0.95/0.99/0.97, 2048x320 0.93/0.99/-. */
+static nu_gemm_tiling gemm_tiling = {1024, 320};
 
 nu_gemm_tiling nu_gemm_get_tiling(void) { return gemm_tiling; }
 void nu_gemm_set_tiling(nu_gemm_tiling t) {
@@ -166,18 +175,98 @@ void nu_gemm_f32_part(int ith, int nth, bool ta, bool tb, int64_t M, int64_t N, 
 
 static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
+/* Small M (a few rows: time embeddings, pooled text, batch-1 tokens): sgemm on a dequantized
+ * tile would spend its time writing and packing the tile, so each weight row (or row chunk) is
+ * dequantized into L1 and used directly by AVX2 dot products / axpys. */
+#define SMALL_M 4
+#define SMALL_CHUNK 256 /* columns per chunk when B is stored [K, N] */
+
+static size_t small_m_work(const nu_gemm_args *g) {
+    int64_t k = g->K > SMALL_CHUNK ? g->K : SMALL_CHUNK;
+    return (size_t)(SMALL_M * g->K + k + SMALL_M * SMALL_CHUNK) * sizeof(float);
+}
+
 size_t nu_gemm_thread_work(const nu_gemm_args *g) {
     if (g->btype == NU_TYPE_F32) return 0;
     size_t ref = (size_t)(g->tb ? g->K : 32 * g->K) * sizeof(float);
     size_t fast = (size_t)(min64(gemm_tiling.nb, round_up(g->N, 32)) * min64(gemm_tiling.kb, round_up(g->K, 32))) *
                   sizeof(float);
     size_t w = ref > fast ? ref : fast;
+    if (g->M <= SMALL_M && small_m_work(g) > w) w = small_m_work(g);
     return (w + 63) & ~(size_t)63;
 }
+
+#ifdef NU_X86
+#define AVX2 __attribute__((target("avx2,fma,f16c")))
+
+AVX2 static float hsum8(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+/* Columns [n0, n1) of C for M <= SMALL_M rows. scratch: a copy of op(A) as [M][K], a row buffer
+ * and (B stored [K, N]) M accumulator rows of SMALL_CHUNK. */
+AVX2 static void small_m_part(const nu_gemm_args *g, int64_t n0, int64_t n1, float *scratch) {
+    const int64_t M = g->M, K = g->K;
+    float *a = scratch, *row = scratch + SMALL_M * K, *acc = row + (K > SMALL_CHUNK ? K : SMALL_CHUNK);
+    for (int64_t m = 0; m < M; m++)
+        for (int64_t k = 0; k < K; k++) a[m * K + k] = *a_at(g->a, g->lda, g->ta, m, k);
+    const char *b = g->b;
+    if (g->tb) { /* stored [N, K]: C[m, n] = dot(a_m, row n) */
+        for (int64_t n = n0; n < n1; n++) {
+            nu_dequant_row(g->btype, b + n * g->ldb, row, K, true);
+            __m256 s[SMALL_M];
+            for (int64_t m = 0; m < M; m++) s[m] = _mm256_setzero_ps();
+            int64_t k = 0;
+            for (; k + 8 <= K; k += 8) {
+                const __m256 w = _mm256_loadu_ps(row + k);
+                for (int64_t m = 0; m < M; m++) s[m] = _mm256_fmadd_ps(_mm256_loadu_ps(a + m * K + k), w, s[m]);
+            }
+            for (int64_t m = 0; m < M; m++) {
+                float d = hsum8(s[m]);
+                for (int64_t kk = k; kk < K; kk++) d += a[m * K + kk] * row[kk];
+                float *c = g->c + m * g->ldc + n;
+                *c = g->beta == 0.0f ? g->alpha * d : g->alpha * d + g->beta * *c;
+            }
+        }
+        return;
+    }
+    /* stored [K, N]: C[m, chunk] = sum_k a[m, k] * row_k[chunk] */
+    for (int64_t c0 = n0; c0 < n1; c0 += SMALL_CHUNK) {
+        const int64_t w = min64(SMALL_CHUNK, n1 - c0);
+        memset(acc, 0, sizeof(float) * (size_t)(M * SMALL_CHUNK));
+        for (int64_t k = 0; k < K; k++) {
+            nu_dequant_row(g->btype, b + k * g->ldb + nu_row_size(g->btype, c0), row, w, true);
+            for (int64_t m = 0; m < M; m++) {
+                const __m256 av = _mm256_set1_ps(a[m * K + k]);
+                float *am = acc + m * SMALL_CHUNK;
+                int64_t j = 0;
+                for (; j + 8 <= w; j += 8)
+                    _mm256_storeu_ps(am + j, _mm256_fmadd_ps(av, _mm256_loadu_ps(row + j), _mm256_loadu_ps(am + j)));
+                for (; j < w; j++) am[j] += a[m * K + k] * row[j];
+            }
+        }
+        for (int64_t m = 0; m < M; m++)
+            for (int64_t j = 0; j < w; j++) {
+                float *c = g->c + m * g->ldc + c0 + j;
+                *c = g->beta == 0.0f ? g->alpha * acc[m * SMALL_CHUNK + j] : g->alpha * acc[m * SMALL_CHUNK + j] + g->beta * *c;
+            }
+    }
+}
+#endif
 
 static void fast_typed_part(const nu_gemm_args *g, int ith, int nth, float *buf) {
     const int64_t NB = gemm_tiling.nb, KB = gemm_tiling.kb;
     int64_t m0 = 0, m1 = g->M, n0 = 0, n1 = g->N;
+#ifdef NU_X86
+    if (g->M <= SMALL_M) {
+        split_units(g->N, 32, ith, nth, &n0, &n1);
+        if (n1 > n0) small_m_part(g, n0, n1, buf);
+        return;
+    }
+#endif
     if (nth > 1) {
         if (g->N >= 64 * (int64_t)nth) split_units(g->N, 32, ith, nth, &n0, &n1);
         else split_units(g->M, 16, ith, nth, &m0, &m1);

@@ -14,9 +14,10 @@
  * buffer) and output channels in blocks (the U of one block); both sizes depend only on the
  * shape, so the arithmetic is identical for any thread count. Transforms run 8 tiles (input,
  * output) or 8 input channels (weights) per AVX2 vector.
- * Accuracy: F(4,3) multiplies f32 rounding errors by the transform norms (values up to 8 in A,
- * 5 in B); measured NMSE vs a double-precision direct conv is ~1e-12..1e-11 for unit-scale data
- * (tests/test_op_conv.c checks it against the reference twin).
+ * Accuracy: F(4,3) multiplies f32 rounding errors by the transform norms (entries up to 8 in
+ * A^T, 5 in B^T): measured NMSE vs a double-precision direct conv <= 2.1e-12 (F(2,3): ~1e-13,
+ * like im2col + GEMM) on unit-scale data; tests/test_op_conv.c checks it against the reference
+ * twin.
  * Tested by tests/test_op_conv.c.
  */
 #include <cblas.h>
@@ -26,21 +27,25 @@
 
 #define NU_AVX2 __attribute__((target("avx2,fma")))
 
-/* Work-buffer budgets in floats: the transformed weights of one block, and V + M of a chunk. */
-#include <stdlib.h>
-static int64_t envi(const char *n, int64_t d) { const char *s = getenv(n); return s ? atoll(s) : d; }
-#define U_BUDGET envi("WU", 16 * 1024 * 1024)
-#define CHUNK_BUDGET envi("WC", 2 * 1024 * 1024)
-#define MIN_CHUNK_TILES envi("WT", 128)
+/* Work-buffer budgets in floats: the transformed weights of one output-channel block (32 MiB),
+ * and V + M of a chunk (8 MiB, but at least MIN_CHUNK_TILES tiles). Measured on the dev machine:
+ * 32 vs 64 MiB for U costs ~2% on 640 channels at 32x32; chunks of 128 instead of 256 tiles cost
+ * 5-10% on 320..512 channels at 64x64. */
+#define U_BUDGET (8 * 1024 * 1024)
+#define CHUNK_BUDGET (2 * 1024 * 1024)
+#define MIN_CHUNK_TILES 256
+/* U blocks larger than this (floats) are written with non-temporal stores: they do not stay in
+ * cache until the GEMMs read them anyway, and streaming saves the read-for-ownership traffic
+ * (measured 6% on 320 channels at 64x64, 14% on 640 at 32x32). */
+#define U_STREAM_MIN (1024 * 1024)
+#define ALWAYS_INLINE __attribute__((always_inline)) inline
 
 static int64_t cdiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 bool nu_wino_plan_make(const nu_conv_geom *g, int m, nu_wino_plan *pl) {
     if (g->KH != 3 || g->KW != 3 || g->sh != 1 || g->sw != 1 || g->dh != 1 || g->dw != 1 || g->G != 1) return false;
     if (m != 2 && m != 4) return false;
-    if (g->Ho < 1 || g->Wo < 1 || g->C < 1 || g->K < 1) return false;
-    /* gather indices are int32 */
-    if (g->C * 8 > INT32_MAX / 2) return false;
+    if (g->N < 1 || g->Ho < 1 || g->Wo < 1 || g->C < 1 || g->K < 1) return false;
     memset(pl, 0, sizeof *pl);
     int64_t a = m + 2, T = a * a;
     pl->m = m;
@@ -189,7 +194,7 @@ NU_AVX2 static inline void interleave(int m, const __m256 *o, float *row) {
 
 /* Input transform of 8 tiles (tile row ty of image n, tiles tx0..tx0+7, channel c) into
  * V[t][c][p0 + q] (ldv = floats between t planes, pcap between channels). */
-NU_AVX2 static void input_tiles(const nu_conv_geom *g, int m, nu_conv_view4 a, int64_t n, int64_t c, int64_t ty,
+NU_AVX2 static ALWAYS_INLINE void input_tiles_m(const nu_conv_geom *g, const int m, nu_conv_view4 a, int64_t n, int64_t c, int64_t ty,
                                 int64_t tx0, int64_t nvalid, float *v, int64_t p0, int64_t pcap) {
     int an = m + 2;
     _Alignas(32) float buf[6][SPAN];
@@ -236,8 +241,9 @@ NU_AVX2 static void input_tiles(const nu_conv_geom *g, int m, nu_conv_view4 a, i
 
 /* Weight transform of filters (o, c .. c+7) into U[t][o - k0][c + q] (ldu = floats between t
  * planes; rows of C floats). */
-NU_AVX2 static void weight_filters(const nu_conv_geom *g, int m, nu_conv_view4 w, int64_t o, int64_t c, int64_t nvalid,
-                                   float *u, int64_t orow, int64_t ldu) {
+NU_AVX2 static ALWAYS_INLINE void weight_filters_m(const nu_conv_geom *g, const int m, nu_conv_view4 w, int64_t o,
+                                                   int64_t c, int64_t nvalid, float *u, int64_t orow, int64_t ldu,
+                                                   bool stream) {
     int an = m + 2;
     __m256 mask = lane_mask(nvalid);
     __m256i vidx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)w.s[1]));
@@ -257,14 +263,15 @@ NU_AVX2 static void weight_filters(const nu_conv_geom *g, int m, nu_conv_view4 w
         if (m == 4) g6(t[i], res); else g4(t[i], res);
         for (int j = 0; j < an; j++) {
             float *dst = dst0 + (i * an + j) * ldu;
-            if (nvalid >= 8) _mm256_storeu_ps(dst, res[j]);
+            if (nvalid >= 8 && stream) _mm256_stream_ps(dst, res[j]);
+            else if (nvalid >= 8) _mm256_storeu_ps(dst, res[j]);
             else _mm256_maskstore_ps(dst, _mm256_castps_si256(mask), res[j]);
         }
     }
 }
 
 /* Output transform of 8 tiles of output channel o: M[t][orow][p0 + q] -> y (+ bias). */
-NU_AVX2 static void output_tiles(const nu_conv_geom *g, int m, const float *mm, int64_t ldm, int64_t orow,
+NU_AVX2 static ALWAYS_INLINE void output_tiles_m(const nu_conv_geom *g, const int m, const float *mm, int64_t ldm, int64_t orow,
                                  int64_t pcap, int64_t p0, int64_t nvalid, float bias, float *yplane, int64_t ty,
                                  int64_t tx0) {
     int an = m + 2;
@@ -301,17 +308,40 @@ NU_AVX2 static void output_tiles(const nu_conv_geom *g, int m, const float *mm, 
     }
 }
 
+/* Specialisations for m = 4 and m = 2 (the transforms unroll completely). */
+#define WINO_SPECIALISE(M)                                                                            \
+    NU_AVX2 static void input_tiles##M(const nu_conv_geom *g, nu_conv_view4 a, int64_t n, int64_t c, int64_t ty, \
+                                       int64_t tx0, int64_t nvalid, float *v, int64_t p0, int64_t pcap) {       \
+        input_tiles_m(g, M, a, n, c, ty, tx0, nvalid, v, p0, pcap);                                    \
+    }                                                                                                  \
+    NU_AVX2 static void weight_filters##M(const nu_conv_geom *g, nu_conv_view4 w, int64_t o, int64_t c,        \
+                                          int64_t nvalid, float *u, int64_t orow, int64_t ldu, bool stream) {   \
+        weight_filters_m(g, M, w, o, c, nvalid, u, orow, ldu, stream);                                 \
+    }                                                                                                  \
+    NU_AVX2 static void output_tiles##M(const nu_conv_geom *g, const float *mm, int64_t ldm, int64_t orow,     \
+                                        int64_t pcap, int64_t p0, int64_t nvalid, float bias, float *yplane,   \
+                                        int64_t ty, int64_t tx0) {                                     \
+        output_tiles_m(g, M, mm, ldm, orow, pcap, p0, nvalid, bias, yplane, ty, tx0);                  \
+    }
+WINO_SPECIALISE(4)
+WINO_SPECIALISE(2)
+
 /* ---------------------------------------------------------------- driver */
 
 NU_AVX2 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_wino_plan *pl, nu_conv_view4 a,
                          nu_conv_view4 w, const float *bias, float *b_out, float *work) {
     int m = pl->m;
     int64_t an = m + 2, T = an * an;
+    /* the weight gathers index 8 input channels with int32 offsets */
+    NU_ASSERT(w.s[1] > -(INT32_MAX / 8) && w.s[1] < INT32_MAX / 8);
     int64_t rows = g->N * pl->th, pcap = pl->rc * pl->tw;
     int64_t nchunks = cdiv(rows, pl->rc), nkb = cdiv(g->K, pl->kb);
     int64_t ngrp = cdiv(pl->tw, 8), ncg = cdiv(g->C, 8);
     float *U = work + pl->off_u, *V = work + pl->off_v, *M = work + pl->off_m;
     int64_t ldu = pl->kb * g->C, ldv = g->C * pcap, ldm = pl->kb * pcap;
+    /* streaming needs 32-byte aligned rows: the work buffer is 64-byte aligned, U planes and
+     * rows are multiples of 8 floats when C is */
+    bool stream = T * ldu >= U_STREAM_MIN && g->C % 8 == 0;
     int64_t lo, hi;
     for (int64_t ci = 0; ci < nchunks; ci++) {
         int64_t r0 = ci * pl->rc, rn = rows - r0 < pl->rc ? rows - r0 : pl->rc, pn = rn * pl->tw;
@@ -322,10 +352,10 @@ NU_AVX2 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, cons
             int64_t n = rabs / pl->th, ty = rabs % pl->th;
             for (int64_t gi = 0; gi < ngrp; gi++) {
                 int64_t tx0 = gi * 8;
-                input_tiles(g, m, a, n, c, ty, tx0, pl->tw - tx0, V, rl * pl->tw + tx0, pcap);
+                if (m == 4) input_tiles4(g, a, n, c, ty, tx0, pl->tw - tx0, V, rl * pl->tw + tx0, pcap);
+                else input_tiles2(g, a, n, c, ty, tx0, pl->tw - tx0, V, rl * pl->tw + tx0, pcap);
             }
         }
-        (void)ldv;
         nu_compute_barrier(p);
         for (int64_t kbi = 0; kbi < nkb; kbi++) {
             int64_t k0 = kbi * pl->kb, kn = g->K - k0 < pl->kb ? g->K - k0 : pl->kb;
@@ -334,8 +364,10 @@ NU_AVX2 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, cons
                 nu_split(kn * ncg, p->ith, p->nth, &lo, &hi);
                 for (int64_t it = lo; it < hi; it++) {
                     int64_t ol = it / ncg, c = (it % ncg) * 8;
-                    weight_filters(g, m, w, k0 + ol, c, g->C - c, U, ol, ldu);
+                    if (m == 4) weight_filters4(g, w, k0 + ol, c, g->C - c, U, ol, ldu, stream);
+                    else weight_filters2(g, w, k0 + ol, c, g->C - c, U, ol, ldu, stream);
                 }
+                if (stream) _mm_sfence(); /* order the streaming stores before the barrier */
                 nu_compute_barrier(p);
             }
             /* T independent GEMMs: M[t] (kn x pn) = U[t] (kn x C) x V[t] (C x pn) */
@@ -352,8 +384,9 @@ NU_AVX2 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, cons
                 float *yplane = b_out + (n * g->K + o) * g->Ho * g->Wo;
                 for (int64_t gi = 0; gi < ngrp; gi++) {
                     int64_t tx0 = gi * 8;
-                    output_tiles(g, m, M, ldm, ol, pcap, rl * pl->tw + tx0, pl->tw - tx0, bias ? bias[o] : 0.f,
-                                 yplane, ty, tx0);
+                    float bo = bias ? bias[o] : 0.f;
+                    if (m == 4) output_tiles4(g, M, ldm, ol, pcap, rl * pl->tw + tx0, pl->tw - tx0, bo, yplane, ty, tx0);
+                    else output_tiles2(g, M, ldm, ol, pcap, rl * pl->tw + tx0, pl->tw - tx0, bo, yplane, ty, tx0);
                 }
             }
         }

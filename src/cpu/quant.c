@@ -220,6 +220,9 @@ void nu_quant_row_to_f32_ref(nu_type t, const void *src, float *dst, int64_t n) 
 #ifdef NU_X86
 #define AVX2 __attribute__((target("avx2,fma,f16c")))
 
+/* f16 -> f32 with F16C (exact, as nu_f16_to_f32; only NaN payloads may differ) */
+AVX2 static inline float h2f(uint16_t h) { return _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(h))); }
+
 /* 16 4-bit values (bytes of v masked) -> two vectors of 8 floats (q + bias) */
 AVX2 static inline void nib16_to_f32(__m128i q8, __m256i bias, __m256 *lo, __m256 *hi) {
     *lo = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_cvtepu8_epi32(q8), bias));
@@ -242,7 +245,7 @@ AVX2 void nu_quant_row_to_f32_avx2(nu_type t, const void *src, float *dst, int64
     case NU_TYPE_Q8_0:
         for (int64_t i = 0; i < nb; i++) {
             const nu_block_q8_0 *b = (const nu_block_q8_0 *)src + i;
-            const __m256 d = _mm256_set1_ps(nu_f16_to_f32(b->d));
+            const __m256 d = _mm256_set1_ps(h2f(b->d));
             for (int j = 0; j < NU_QK; j += 8) {
                 /* movq: an unaligned 8-byte load (blocks are 34 bytes) */
                 __m128i q = _mm_loadl_epi64((const __m128i *)(b->qs + j));
@@ -254,7 +257,7 @@ AVX2 void nu_quant_row_to_f32_avx2(nu_type t, const void *src, float *dst, int64
     case NU_TYPE_Q4_0:
         for (int64_t i = 0; i < nb; i++) {
             const nu_block_q4_0 *b = (const nu_block_q4_0 *)src + i;
-            const __m256 d = _mm256_set1_ps(nu_f16_to_f32(b->d));
+            const __m256 d = _mm256_set1_ps(h2f(b->d));
             const __m256i bias = _mm256_set1_epi32(-8);
             __m128i v = _mm_loadu_si128((const __m128i *)b->qs);
             __m256 a0, a1, b0, b1;
@@ -270,7 +273,7 @@ AVX2 void nu_quant_row_to_f32_avx2(nu_type t, const void *src, float *dst, int64
     case NU_TYPE_Q4_1:
         for (int64_t i = 0; i < nb; i++) {
             const nu_block_q4_1 *b = (const nu_block_q4_1 *)src + i;
-            const __m256 d = _mm256_set1_ps(nu_f16_to_f32(b->d)), m = _mm256_set1_ps(nu_f16_to_f32(b->m));
+            const __m256 d = _mm256_set1_ps(h2f(b->d)), m = _mm256_set1_ps(h2f(b->m));
             const __m256i zero = _mm256_setzero_si256();
             __m128i v = _mm_loadu_si128((const __m128i *)b->qs);
             __m256 a0, a1, b0, b1;
@@ -297,8 +300,8 @@ AVX2 void nu_quant_row_to_f32_avx2(nu_type t, const void *src, float *dst, int64
                 qs = b->qs; qhp = b->qh; dh = b->d;
             }
             const uint32_t qh = load_qh(qhp);
-            const __m256 d = _mm256_set1_ps(nu_f16_to_f32(dh));
-            const __m256 m = _mm256_set1_ps(has_m ? nu_f16_to_f32(mh) : 0.0f);
+            const __m256 d = _mm256_set1_ps(h2f(dh));
+            const __m256 m = _mm256_set1_ps(has_m ? h2f(mh) : 0.0f);
             const __m256i bias = _mm256_set1_epi32(has_m ? 0 : -16);
             __m128i v = _mm_loadu_si128((const __m128i *)qs);
             __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);

@@ -80,7 +80,7 @@ static void check_weight_bias(const nu_tensor *w, const nu_tensor *bias, int64_t
     if (bias) {
         NU_ASSERT(bias->type == NU_TYPE_F32);
         NU_ASSERT(nu_nelements(bias) == n_out);
-        NU_ASSERT(bias->ndim == 1 || nu_is_contiguous(bias));
+        NU_ASSERT(nu_is_contiguous(bias)); /* read as a flat [n_out] array */
     }
 }
 
@@ -88,6 +88,7 @@ nu_tensor *nu_conv2d(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tensor *bias, c
     nu_conv2d_params p = params_or_default(pp);
     check_params(&p, false);
     NU_ASSERT(x->ndim == 4 && x->type == NU_TYPE_F32);
+    NU_ASSERT(x->ne[2] >= 1 && x->ne[3] >= 1);
     int64_t K = w->ne[0], Cg = w->ne[1], KH = w->ne[2], KW = w->ne[3];
     check_weight_bias(w, bias, K);
     NU_ASSERT(x->ne[1] == Cg * p.groups);
@@ -112,6 +113,7 @@ nu_tensor *nu_conv_transpose2d(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tenso
     nu_conv2d_params p = params_or_default(pp);
     check_params(&p, true);
     NU_ASSERT(x->ndim == 4 && x->type == NU_TYPE_F32);
+    NU_ASSERT(x->ne[2] >= 1 && x->ne[3] >= 1);
     int64_t Cin = w->ne[0], Cout = w->ne[1] * p.groups, KH = w->ne[2], KW = w->ne[3];
     check_weight_bias(w, bias, Cout);
     NU_ASSERT(x->ne[1] == Cin);
