@@ -251,7 +251,78 @@ static void test_errors(void) {
     nu_ctx_free(ctx);
 }
 
+/* Two live graphs share a weight (leaf); intermediate nodes may not be shared. */
+static void test_two_graphs(void) {
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    nu_tensor *w = nu_new_tensor_1d(ctx, NU_TYPE_F32, 16);
+    nu_test_fill_uniform(w->data, 16, 9, -1, 1);
+    nu_ctx_set_alloc_data(ctx, false);
+    nu_tensor *a = nu_silu(ctx, w);
+    nu_tensor *b = nu_tanh(ctx, w);
+    nu_graph *g1 = nu_graph_new(ctx), *g2 = nu_graph_new(ctx);
+    nu_graph_expand(g1, a);
+    nu_graph_expand(g2, b);
+    NU_CHECK(nu_graph_n_nodes(g2) == 2);
+    NU_CHECK(nu_graph_compute(g1, NULL) == NU_OK && nu_graph_compute(g2, NULL) == NU_OK);
+    NU_CHECK(fabsf(((float *)b->data)[3] - tanhf(((float *)w->data)[3])) < 1e-6f);
+    /* a third graph reading g1's intermediate `a` while g1 lives: a clear error */
+    nu_graph *g3 = nu_graph_new(ctx);
+    nu_graph_expand(g3, nu_sqr(ctx, a));
+    NU_CHECK(nu_graph_alloc(g3) == NU_ERR_INVALID_ARG && strstr(nu_last_error(), "another live graph"));
+    nu_graph_free(g3);
+    nu_graph_free(g1);
+    nu_graph_free(g2);
+    /* after g1 is freed, `a` can be placed again */
+    nu_graph *g4 = nu_graph_new(ctx);
+    nu_graph_expand(g4, nu_sqr(ctx, a));
+    NU_CHECK(nu_graph_compute(g4, NULL) == NU_OK);
+    nu_graph_free(g4);
+    nu_ctx_free(ctx);
+}
+
+/* Parameter gradients are dense and private: a param used through a transpose gets contiguous
+ * data, and two params whose gradient is the same node get separate tensors. */
+static void test_grad_layout(void) {
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    nu_tensor *w = nu_new_tensor_2d(ctx, NU_TYPE_F32, 2, 3);
+    nu_tensor *a = nu_new_tensor_2d(ctx, NU_TYPE_F32, 3, 2);
+    nu_tensor *b = nu_new_tensor_2d(ctx, NU_TYPE_F32, 3, 2);
+    float wv[6] = {1, 2, 3, 4, 5, 6};
+    memcpy(w->data, wv, sizeof wv);
+    nu_set_param(w);
+    nu_set_param(a);
+    nu_set_param(b);
+    nu_ctx_set_alloc_data(ctx, false);
+    nu_tensor *wt = nu_transpose(ctx, w, 0, 1);              /* [3, 2] view */
+    nu_tensor *y = nu_add(ctx, nu_mul(ctx, wt, wt), nu_add(ctx, a, b));
+    nu_tensor *loss = nu_sum_all(ctx, y);
+    nu_graph *g = nu_graph_new(ctx);
+    nu_graph_expand(g, loss);
+    nu_graph_backward(g, loss);
+    NU_CHECK(nu_graph_compute(g, NULL) == NU_OK);
+    NU_CHECK(nu_is_contiguous(w->grad) && !w->grad->view_src);
+    const float *gw = w->grad->data; /* d/dw sum(w^2) = 2w, in w's own layout */
+    for (int i = 0; i < 6; i++) NU_CHECK_MSG(gw[i] == 2 * wv[i], "grad w[%d] = %g", i, gw[i]);
+    NU_CHECK(a->grad != b->grad && a->grad->data != b->grad->data);
+    nu_graph_free(g);
+    nu_ctx_free(ctx);
+}
+
+static void test_int_rows(void) {
+    float in[6] = {-300.f, -1.5f, 0.5f, 2.5f, 254.6f, NAN};
+    uint8_t u8[6];
+    int8_t i8[6];
+    nu_row_from_f32(NU_TYPE_U8, in, u8, 6);
+    nu_row_from_f32(NU_TYPE_I8, in, i8, 6);
+    NU_CHECK(u8[0] == 0 && u8[1] == 0 && u8[2] == 0 && u8[3] == 2 && u8[4] == 255 && u8[5] == 0);
+    NU_CHECK(i8[0] == -128 && i8[1] == -2 && i8[3] == 2 && i8[4] == 127);
+    nu_pool_cancel(NULL); /* harmless */
+}
+
 int main(void) {
+    test_two_graphs();
+    test_grad_layout();
+    test_int_rows();
     test_f16();
     test_bf16();
     test_types();

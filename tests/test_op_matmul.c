@@ -340,6 +340,10 @@ static void test_gemm_run(void) {
         free(B);
     }
     NU_CHECK(nu_gemm_flops(2, 3, 4) == 48.0);
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    nu_tensor *y = nu_matmul(ctx, rand_f32(ctx, 4, (int64_t[]){2, 3, 4, 5}), t2(ctx, 5, 6), false, false);
+    NU_CHECK(nu_matmul_node_flops(y) == 2.0 * 6 * 4 * 6 * 5); /* 6 batches of 4x6x5 */
+    nu_ctx_free(ctx);
     nu_pool_free(pool);
     free(A);
     free(Bf);

@@ -117,7 +117,8 @@ uint16_t nu_f32_to_bf16(float f);
 float nu_bf16_to_f32(uint16_t h);
 
 /* Row conversions: n values. Quantized `dst`/`src` must have n % 32 == 0. `to_f32` handles every
- * type (integers are converted by value); `from_f32` handles float and quantized types. */
+ * type (integers are converted by value); `from_f32` handles every type too (integers round to
+ * nearest and saturate, NaN -> 0; bool is x != 0). */
 void nu_row_to_f32(nu_type t, const void *src, float *dst, int64_t n);
 void nu_row_from_f32(nu_type t, const float *src, void *dst, int64_t n);
 
@@ -317,7 +318,9 @@ size_t nu_graph_peak_bytes(const nu_graph *g); /* activation buffer size after n
 size_t nu_graph_liveness_bound(const nu_graph *g);
 
 typedef struct nu_pool nu_pool;
-nu_pool *nu_pool_new(int n_threads); /* n_threads <= 0: number of CPUs */
+/* n_threads <= 0: number of CPUs. A pool runs one computation at a time: use one pool per
+ * thread that computes graphs concurrently. */
+nu_pool *nu_pool_new(int n_threads);
 void nu_pool_free(nu_pool *pool);
 int nu_pool_n_threads(const nu_pool *pool);
 /* Polled between nodes; nu_graph_compute then returns NU_ERR_CANCELLED. */

@@ -23,6 +23,10 @@ struct nu_graph {
     nu_tensor **nodes; /* all tensors in topological order (leaves included) */
     int n, cap;
     int n_forward;     /* nodes before nu_graph_backward appended gradients  */
+    /* tensor -> node index (-1 while on the DFS stack): open addressing, load <= 1/2 */
+    nu_tensor **hk;
+    int *hv;
+    size_t hcap, hn;
     /* allocation */
     unsigned char *buffer;
     size_t buffer_size;
@@ -44,7 +48,6 @@ void nu_graph_free(nu_graph *g) {
     if (!g) return;
     for (int i = 0; i < g->n; i++) {
         nu_tensor *t = g->nodes[i];
-        t->flags &= ~NU_FLAG_VISITED;
         /* tensors placed in this graph's buffer (and views of them) lose their data, so the
          * same nodes can be allocated again by another graph */
         if (g->allocated && (t->flags & NU_FLAG_GRAPH_DATA)) {
@@ -53,6 +56,8 @@ void nu_graph_free(nu_graph *g) {
         }
     }
     free(g->nodes);
+    free(g->hk);
+    free(g->hv);
     free(g->buffer);
     free(g->wdata);
     free(g);
@@ -64,36 +69,83 @@ nu_tensor *nu_graph_node(const nu_graph *g, int i) {
     return g->nodes[i];
 }
 
+/* ---- node index: which tensors this graph holds, and where */
+
+static size_t hslot(const nu_graph *g, const nu_tensor *t) {
+    return (size_t)(((uint64_t)(uintptr_t)t * 0x9E3779B97F4A7C15ull) >> 32) & (g->hcap - 1);
+}
+
+static int *hget(const nu_graph *g, const nu_tensor *t) {
+    if (!g->hcap) return NULL;
+    for (size_t h = hslot(g, t);; h = (h + 1) & (g->hcap - 1)) {
+        if (!g->hk[h]) return NULL;
+        if (g->hk[h] == t) return &g->hv[h];
+    }
+}
+
+static void hput(nu_graph *g, nu_tensor *t, int v) {
+    if (2 * (g->hn + 1) > g->hcap) {
+        size_t old_cap = g->hcap;
+        nu_tensor **ok = g->hk;
+        int *ov = g->hv;
+        g->hcap = old_cap ? old_cap * 2 : 512;
+        g->hk = calloc(g->hcap, sizeof *g->hk);
+        g->hv = calloc(g->hcap, sizeof *g->hv);
+        NU_ASSERT(g->hk && g->hv);
+        g->hn = 0;
+        for (size_t i = 0; i < old_cap; i++)
+            if (ok[i]) hput(g, ok[i], ov[i]);
+        free(ok);
+        free(ov);
+    }
+    size_t h = hslot(g, t);
+    while (g->hk[h]) h = (h + 1) & (g->hcap - 1);
+    g->hk[h] = t;
+    g->hv[h] = v;
+    g->hn++;
+}
+
+/* Index of t in the graph; t must be a node of it. */
+static int node_index(const nu_graph *g, const nu_tensor *t) {
+    int *p = hget(g, t);
+    NU_ASSERT(p && *p >= 0);
+    return *p;
+}
+
 static void push(nu_graph *g, nu_tensor *t) {
     if (g->n == g->cap) {
         g->cap = g->cap ? g->cap * 2 : 256;
         g->nodes = realloc(g->nodes, (size_t)g->cap * sizeof *g->nodes);
         NU_ASSERT(g->nodes);
     }
+    *hget(g, t) = g->n;
     g->nodes[g->n++] = t;
 }
 
 /* Iterative post-order DFS (models have thousands of nodes; no recursion depth issues). */
 static void visit(nu_graph *g, nu_tensor *root) {
-    if (!root || (root->flags & NU_FLAG_VISITED)) return;
-    enum { MAXSTACK = 1 << 16 };
+    if (!root || hget(g, root)) return;
     typedef struct { nu_tensor *t; int next; } frame;
-    frame *stack = malloc(sizeof(frame) * MAXSTACK);
+    size_t cap = 1024, sp = 0;
+    frame *stack = malloc(sizeof(frame) * cap);
     NU_ASSERT(stack);
-    int sp = 0;
     stack[sp++] = (frame){root, 0};
-    root->flags |= NU_FLAG_VISITED;
+    hput(g, root, -1);
     while (sp > 0) {
         frame *f = &stack[sp - 1];
         nu_tensor *child = NULL;
         while (f->next <= NU_MAX_SRC && !child) {
             nu_tensor *c = f->next < NU_MAX_SRC ? f->t->src[f->next] : f->t->view_src;
             f->next++;
-            if (c && !(c->flags & NU_FLAG_VISITED)) child = c;
+            if (c && !hget(g, c)) child = c;
         }
         if (child) {
-            NU_ASSERT(sp < MAXSTACK);
-            child->flags |= NU_FLAG_VISITED;
+            if (sp == cap) {
+                cap *= 2;
+                stack = realloc(stack, sizeof(frame) * cap);
+                NU_ASSERT(stack);
+            }
+            hput(g, child, -1);
             stack[sp++] = (frame){child, 0};
         } else {
             push(g, f->t);
@@ -127,6 +179,7 @@ void nu_grad_accumulate(nu_ctx *ctx, nu_tensor *src, nu_tensor *g) {
 void nu_graph_backward(nu_graph *g, nu_tensor *loss) {
     NU_ASSERT(!g->allocated);
     NU_ASSERT(nu_nelements(loss) == 1 && loss->type == NU_TYPE_F32);
+    if (!hget(g, loss)) nu_abort(__FILE__, __LINE__, "nu_graph_backward: expand the loss into the graph first");
     int n_fwd = g->n;
     /* 1. which tensors depend on a parameter */
     for (int i = 0; i < n_fwd; i++) {
@@ -153,7 +206,13 @@ void nu_graph_backward(nu_graph *g, nu_tensor *loss) {
     for (int i = 0; i < n_fwd; i++) {
         nu_tensor *t = g->nodes[i];
         if ((t->flags & NU_FLAG_PARAM) && t->grad) {
-            if (t->grad->type != NU_TYPE_F32 || t->grad->data) t->grad = nu_cast(g->ctx, t->grad, NU_TYPE_F32);
+            /* every parameter gets a dense, private f32 gradient: not a view (strided data), not
+             * another parameter's gradient node, not a leaf */
+            nu_tensor *gr = t->grad;
+            if (gr->type != NU_TYPE_F32 || gr->data || gr->view_src || !nu_is_contiguous(gr) ||
+                (gr->flags & NU_FLAG_OUTPUT) || gr->op == NU_OP_NONE)
+                gr = nu_cast(g->ctx, gr, NU_TYPE_F32);
+            t->grad = gr;
             visit(g, t->grad);
             t->grad->flags |= NU_FLAG_OUTPUT;
             if (!t->grad->name[0]) nu_set_name(t->grad, "grad(%s)", t->name);
@@ -238,63 +297,40 @@ nu_status nu_graph_alloc(nu_graph *g) {
             return nu_error(NU_ERR_INVALID_ARG, "tensor '%s' has no data (give it data, or mark it nu_set_input)",
                             t->name[0] ? t->name : "(unnamed)");
     }
-    int *last = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    size_t *offs = malloc(sizeof(size_t) * (size_t)(n ? n : 1));
-    if (!last || !offs) {
-        free(last);
-        free(offs);
+    for (int i = 0; i < n; i++) {
+        nu_tensor *t = g->nodes[i];
+        if (t->op != NU_OP_NONE && !t->view_src && (t->flags & NU_FLAG_GRAPH_DATA))
+            return nu_error(NU_ERR_INVALID_ARG,
+                            "node '%s' (%s) is already placed by another live graph; only leaves (weights, inputs) "
+                            "may be shared between graphs",
+                            t->name[0] ? t->name : "(unnamed)", nu_op_name(t->op));
+    }
+    size_t cnt = (size_t)(n ? n : 1);
+    int *last = malloc(sizeof(int) * cnt);
+    size_t *offs = malloc(sizeof(size_t) * cnt);
+    bool *keep = calloc(cnt, 1), *released = calloc(cnt, 1);
+    if (!last || !offs || !keep || !released) {
+        free(last); free(offs); free(keep); free(released);
         return nu_error(NU_ERR_NOMEM, "graph allocation: out of memory");
     }
-    /* index of each tensor = position; we store it temporarily in a side table via search */
     /* last use of each base tensor: the last node that reads it directly or through a view */
     for (int i = 0; i < n; i++) {
         last[i] = i;
         offs[i] = (size_t)-1;
     }
-    /* map tensor -> index using the grad field would be intrusive; use a small open hash */
-    size_t hcap = 1;
-    while (hcap < (size_t)n * 2 + 2) hcap <<= 1;
-    nu_tensor **hk = calloc(hcap, sizeof *hk);
-    int *hv = calloc(hcap, sizeof *hv);
-    NU_ASSERT(hk && hv);
-#define HSLOT(t) ((((uintptr_t)(t)) >> 6) * 0x9E3779B97F4A7C15ull & (hcap - 1))
-    for (int i = 0; i < n; i++) {
-        size_t h = HSLOT(g->nodes[i]);
-        while (hk[h]) h = (h + 1) & (hcap - 1);
-        hk[h] = g->nodes[i];
-        hv[h] = i;
-    }
-#define HFIND(t, out)                                                                          \
-    do {                                                                                       \
-        size_t h_ = HSLOT(t);                                                                  \
-        while (hk[h_] != (t)) h_ = (h_ + 1) & (hcap - 1);                                      \
-        out = hv[h_];                                                                          \
-    } while (0)
     for (int i = 0; i < n; i++) {
         nu_tensor *t = g->nodes[i];
         for (int s = 0; s <= NU_MAX_SRC; s++) {
             nu_tensor *c = s < NU_MAX_SRC ? t->src[s] : t->view_src;
             if (!c) continue;
-            int bi;
-            HFIND(base_of(c), bi);
+            int bi = node_index(g, base_of(c));
             if (last[bi] < i) last[bi] = i;
         }
+        if (t->flags & (NU_FLAG_OUTPUT | NU_FLAG_INPUT)) keep[node_index(g, base_of(t))] = true;
     }
-    bool *keep = calloc((size_t)(n ? n : 1), 1);
-    bool *released = calloc((size_t)(n ? n : 1), 1);
-    NU_ASSERT(keep && released);
-    for (int i = 0; i < n; i++) {
-        nu_tensor *t = g->nodes[i];
-        if (t->flags & (NU_FLAG_OUTPUT | NU_FLAG_INPUT)) {
-            int bi;
-            HFIND(base_of(t), bi);
-            keep[bi] = true;
-        }
-    }
-    /* walk in order; track the liveness bound alongside */
+    /* walk in execution order; track the liveness bound alongside */
     freelist fl = {0};
     size_t live = 0, bound = 0;
-    /* releases scheduled at step i: tensors whose last use is i */
     for (int i = 0; i < n; i++) {
         nu_tensor *t = g->nodes[i];
         if (owns_memory(t)) {
@@ -302,12 +338,12 @@ nu_status nu_graph_alloc(nu_graph *g) {
             live += alloc_size(t);
             if (live > bound) bound = live;
         }
-        /* release every owned tensor whose last use is this step */
+        /* release every owned tensor whose last use is this step (after placing the output,
+         * so an output never shares memory with its inputs) */
         for (int s = 0; s <= NU_MAX_SRC + 1; s++) {
             nu_tensor *c = s < NU_MAX_SRC ? t->src[s] : s == NU_MAX_SRC ? t->view_src : t;
             if (!c) continue;
-            int bi;
-            HFIND(base_of(c), bi);
+            int bi = node_index(g, base_of(c));
             nu_tensor *b = g->nodes[bi];
             if (last[bi] == i && owns_memory(b) && !keep[bi] && !released[bi]) {
                 fl_release(&fl, offs[bi], alloc_size(b));
@@ -318,9 +354,9 @@ nu_status nu_graph_alloc(nu_graph *g) {
     }
     free(fl.free);
     size_t total = fl.end;
-    g->buffer = total ? aligned_alloc(64, total) : NULL;
-    if (total && !g->buffer) {
-        free(last); free(offs); free(hk); free(hv); free(keep); free(released);
+    g->buffer = aligned_alloc(64, total ? total : 64);
+    if (!g->buffer) {
+        free(last); free(offs); free(keep); free(released);
         return nu_error(NU_ERR_NOMEM, "graph allocation: cannot allocate %zu MiB of activations", total >> 20);
     }
     g->buffer_size = total;
@@ -338,9 +374,7 @@ nu_status nu_graph_alloc(nu_graph *g) {
             t->flags |= NU_FLAG_GRAPH_DATA;
         }
     }
-#undef HSLOT
-#undef HFIND
-    free(last); free(offs); free(hk); free(hv); free(keep); free(released);
+    free(last); free(offs); free(keep); free(released);
     g->allocated = true;
     return NU_OK;
 }
@@ -361,6 +395,7 @@ static void run_thread(int ith, int nth, void *arg) {
     run_state *rs = arg;
     nu_graph *g = rs->g;
     nu_compute_params p = {ith, nth, g->wdata, g->wsize, rs->use_ref, rs->pool};
+    if (atomic_load(&rs->stop)) return;
     for (int i = 0; i < g->n; i++) {
         nu_tensor *t = g->nodes[i];
         if (t->op == NU_OP_NONE || t->op == NU_OP_VIEW) continue;
@@ -375,6 +410,11 @@ static void run_thread(int ith, int nth, void *arg) {
 
 nu_status nu_graph_compute_opts(nu_graph *g, nu_pool *pool, const nu_compute_opts *opts) {
     if (!g->allocated) {
+        for (int i = 0; i < g->n; i++)
+            if (g->nodes[i]->op == NU_OP_NONE && !g->nodes[i]->data)
+                return nu_error(NU_ERR_INVALID_ARG,
+                                "input '%s' has no data: call nu_graph_alloc, fill the inputs, then compute",
+                                g->nodes[i]->name[0] ? g->nodes[i]->name : "(unnamed)");
         nu_status s = nu_graph_alloc(g);
         if (s != NU_OK) return s;
     }
@@ -399,12 +439,11 @@ nu_status nu_graph_compute_opts(nu_graph *g, nu_pool *pool, const nu_compute_opt
         g->wsize = need;
     }
     run_state rs = {.g = g, .pool = pool, .use_ref = opts && opts->use_ref};
-    atomic_init(&rs.stop, false);
+    atomic_init(&rs.stop, nu_pool_cancelled(pool));
     nu_pool_run(pool, run_thread, &rs);
-    if (atomic_load(&rs.stop)) {
-        nu_pool_reset_cancel(pool);
-        return nu_error(NU_ERR_CANCELLED, "computation cancelled");
-    }
+    /* a cancel request ends this computation only: the next one starts clean */
+    nu_pool_reset_cancel(pool);
+    if (atomic_load(&rs.stop)) return nu_error(NU_ERR_CANCELLED, "computation cancelled");
     return NU_OK;
 }
 

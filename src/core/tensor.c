@@ -3,6 +3,7 @@
  * element access for host code and tests. Tested by tests/test_core.c.
  */
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -48,8 +49,20 @@ void nu_ctx_free(nu_ctx *ctx) {
 void nu_ctx_set_alloc_data(nu_ctx *ctx, bool on) { ctx->alloc_data = on; }
 
 void *nu_ctx_alloc(nu_ctx *ctx, size_t bytes) {
+    if (bytes > SIZE_MAX / 2) return NULL; /* absurd sizes (e.g. from a hostile file) */
     bytes = (bytes + 63) & ~(size_t)63;
     chunk *c = ctx->head;
+    if (c && c->size - c->used < bytes && bytes > ctx->chunk_bytes / 4) {
+        /* a large block gets a chunk of its own behind the head, so the head's free space is
+         * not abandoned (200 weights of 2 MiB would otherwise map 1.5x their size) */
+        chunk *big = aligned_alloc(64, (sizeof(chunk) + bytes + 63) & ~(size_t)63);
+        if (!big) return NULL;
+        big->size = big->used = bytes;
+        big->next = c->next;
+        c->next = big;
+        memset(big->mem, 0, bytes);
+        return big->mem;
+    }
     if (!c || c->size - c->used < bytes) {
         size_t size = bytes > ctx->chunk_bytes ? bytes : ctx->chunk_bytes;
         c = aligned_alloc(64, (sizeof(chunk) + size + 63) & ~(size_t)63);

@@ -130,14 +130,32 @@ void nu_row_to_f32(nu_type t, const void *src, float *dst, int64_t n) {
     }
 }
 
+/* Round to nearest (ties to even) and saturate to [lo, hi]; NaN -> 0. */
+static double sat(float v, double lo, double hi) {
+    if (v != v) return 0.0;
+    double r = nearbyint((double)v);
+    return r < lo ? lo : r > hi ? hi : r;
+}
+
 void nu_row_from_f32(nu_type t, const float *src, void *dst, int64_t n) {
     switch (t) {
     case NU_TYPE_F32: memcpy(dst, src, (size_t)n * 4); break;
     case NU_TYPE_F16: for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = nu_f32_to_f16(src[i]); break;
     case NU_TYPE_BF16: for (int64_t i = 0; i < n; i++) ((uint16_t *)dst)[i] = nu_f32_to_bf16(src[i]); break;
     case NU_TYPE_F64: for (int64_t i = 0; i < n; i++) ((double *)dst)[i] = src[i]; break;
-    case NU_TYPE_I32: for (int64_t i = 0; i < n; i++) ((int32_t *)dst)[i] = (int32_t)lrintf(src[i]); break;
-    case NU_TYPE_I64: for (int64_t i = 0; i < n; i++) ((int64_t *)dst)[i] = (int64_t)llrintf(src[i]); break;
+    case NU_TYPE_I8: for (int64_t i = 0; i < n; i++) ((int8_t *)dst)[i] = (int8_t)sat(src[i], -128.0, 127.0); break;
+    case NU_TYPE_U8: for (int64_t i = 0; i < n; i++) ((uint8_t *)dst)[i] = (uint8_t)sat(src[i], 0.0, 255.0); break;
+    case NU_TYPE_I16:
+        for (int64_t i = 0; i < n; i++) ((int16_t *)dst)[i] = (int16_t)sat(src[i], -32768.0, 32767.0);
+        break;
+    case NU_TYPE_I32:
+        for (int64_t i = 0; i < n; i++) ((int32_t *)dst)[i] = (int32_t)sat(src[i], -2147483648.0, 2147483647.0);
+        break;
+    case NU_TYPE_I64:
+        for (int64_t i = 0; i < n; i++)
+            ((int64_t *)dst)[i] = (int64_t)sat(src[i], -9223372036854775808.0, 9223372036854774784.0);
+        break;
+    case NU_TYPE_BOOL: for (int64_t i = 0; i < n; i++) ((uint8_t *)dst)[i] = src[i] != 0.0f; break;
     default:
         NU_ASSERT(nu_type_info(t)->is_quant);
         nu_quant_row_from_f32(t, src, dst, n);

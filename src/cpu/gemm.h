@@ -22,6 +22,9 @@
 /* FLOPs of one GEMM, a multiply-add counted as 2 (the BLAS benchmark convention): 2*M*N*K. */
 static inline double nu_gemm_flops(int64_t M, int64_t N, int64_t K) { return 2.0 * (double)M * (double)N * (double)K; }
 
+/* FLOPs of a NU_OP_MATMUL node: 2*M*N*K per batch matrix (k_matmul.c). */
+double nu_matmul_node_flops(const nu_tensor *node);
+
 /* ---------------------------------------------------------------- f32 GEMM */
 
 /* One thread, whole matrix. fast: cblas_sgemm; otherwise the scalar reference. */

@@ -119,6 +119,13 @@ static void k_matmul(const nu_compute_params *p, nu_tensor *dst) {
     }
 }
 
+double nu_matmul_node_flops(const nu_tensor *node) {
+    NU_ASSERT(node->op == NU_OP_MATMUL);
+    mm_plan pl;
+    plan(node, &pl);
+    return nu_gemm_flops(pl.g.M, pl.g.N, pl.g.K) * (double)pl.nbatch;
+}
+
 void nu_cpu_register_matmul(nu_cpu_kernel *tab) {
     tab[NU_OP_MATMUL].forward = k_matmul;
     tab[NU_OP_MATMUL].work_size = matmul_work;

@@ -229,12 +229,19 @@ AVX2 static inline void nib16_to_f32(__m128i q8, __m256i bias, __m256 *lo, __m25
     *hi = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_cvtepu8_epi32(_mm_srli_si128(q8, 8)), bias));
 }
 
-/* Adds bit 4 from qh (bit e of qh for value e) to 8 nibble values starting at value e0. */
-AVX2 static inline __m256i add_high_bits(__m256i q, uint32_t qh, int e0) {
-    const __m256i shifts = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i bits = _mm256_srlv_epi32(_mm256_set1_epi32((int)(qh >> e0)), shifts);
-    bits = _mm256_slli_epi32(_mm256_and_si256(bits, _mm256_set1_epi32(1)), 4);
-    return _mm256_or_si256(q, bits);
+/* The 32 values of a q5 block as bytes 0..31 (element order): low nibbles from qs (values j and
+ * j+16 share byte j), bit 4 from bit e of qh, spread to bytes with a shuffle + bit test. */
+AVX2 static inline __m256i q5_bytes(const uint8_t *qs, uint32_t qh) {
+    const __m128i m4 = _mm_set1_epi8(15);
+    const __m128i v = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i q = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(v, 4), m4), _mm_and_si128(v, m4));
+    /* byte e <- byte e/8 of qh (each 128-bit lane holds all four qh bytes), then test bit e%8 */
+    const __m256i spread = _mm256_shuffle_epi8(
+        _mm256_set1_epi32((int)qh), _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2,
+                                                     2, 3, 3, 3, 3, 3, 3, 3, 3));
+    const __m256i bit = _mm256_set1_epi64x((long long)0x8040201008040201ull);
+    const __m256i hb = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+    return _mm256_or_si256(q, hb);
 }
 
 AVX2 void nu_quant_row_to_f32_avx2(nu_type t, const void *src, float *dst, int64_t n) {
@@ -302,14 +309,13 @@ AVX2 void nu_quant_row_to_f32_avx2(nu_type t, const void *src, float *dst, int64
             const uint32_t qh = load_qh(qhp);
             const __m256 d = _mm256_set1_ps(h2f(dh));
             const __m256 m = _mm256_set1_ps(has_m ? h2f(mh) : 0.0f);
-            const __m256i bias = _mm256_set1_epi32(has_m ? 0 : -16);
-            __m128i v = _mm_loadu_si128((const __m128i *)qs);
-            __m128i lo = _mm_and_si128(v, m4), hi = _mm_and_si128(_mm_srli_epi16(v, 4), m4);
-            __m256i q[4] = {_mm256_cvtepu8_epi32(lo), _mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)),
-                            _mm256_cvtepu8_epi32(hi), _mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))};
+            __m256i q = q5_bytes(qs, qh); /* 0..31 */
+            if (!has_m) q = _mm256_sub_epi8(q, _mm256_set1_epi8(16)); /* -16..15 */
+            const __m128i h[2] = {_mm256_castsi256_si128(q), _mm256_extracti128_si256(q, 1)};
             float *y = dst + i * NU_QK;
             for (int k = 0; k < 4; k++) {
-                __m256 f = _mm256_cvtepi32_ps(_mm256_add_epi32(add_high_bits(q[k], qh, 8 * k), bias));
+                const __m128i b8 = k & 1 ? _mm_srli_si128(h[k >> 1], 8) : h[k >> 1];
+                const __m256 f = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b8)); /* exact small integers */
                 /* q5_0: (q-16)*d exactly as the scalar twin; q5_1: fma(q, d, m) */
                 _mm256_storeu_ps(y + 8 * k, has_m ? _mm256_fmadd_ps(f, d, m) : _mm256_mul_ps(f, d));
             }

@@ -111,7 +111,8 @@ static void bw_matmul(nu_ctx *ctx, nu_tensor *node, nu_tensor *gy) {
         nu_tensor *da;
         if (!ta) da = nu_matmul(ctx, gy, b, false, !tb); /* dA = dC op(B)^T              [.., M, K] */
         else if (b->type == NU_TYPE_F32) da = nu_matmul(ctx, b, gy, tb, true); /* dA = op(B) dC^T [.., K, M] */
-        else da = nu_transpose(ctx, nu_matmul(ctx, gy, b, false, !tb), -2, -1); /* typed b stays the B operand */
+        else /* typed b must stay the B operand: dA = (dC op(B)^T)^T, made contiguous for flat grads */
+            da = nu_contiguous(ctx, nu_transpose(ctx, nu_matmul(ctx, gy, b, false, !tb), -2, -1));
         nu_grad_accumulate(ctx, a, da);
     }
     if (nu_needs_grad(b)) {
