@@ -460,9 +460,8 @@ static void test_gradcheck(void) {
                 lv[1] = leaf(ctx, 4, (int64_t[]){B, NH, Tk, c->HD}, 12, -1.f, 1.f);
                 lv[2] = leaf(ctx, 4, (int64_t[]){B, NH, Tk, c->HDv}, 13, -1.f, 1.f);
             }
-            /* one input at a time: the harness reads an input's analytic gradient after the
-             * finite differences of the inputs before it have recomputed the graph at a
-             * perturbed point (the last element minus eps), which would bias it by O(eps) */
+            /* one input at a time, so that a failure names dq, dk or dv and each backward graph
+             * holds a single parameter (exercises nu_needs_grad on the others) */
             for (int t = 0; t < (c->layout == LAYOUT_SHARED ? 1 : 3); t++) {
                 for (int o = 0; o < 3; o++) lv[o]->flags &= ~(uint32_t)NU_FLAG_PARAM;
                 nu_set_param(lv[t]);

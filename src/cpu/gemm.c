@@ -6,7 +6,8 @@
  * barrier). f32: the larger of M and N is cut into nth parts (N in multiples of 32, M of 16), so
  * each thread's sgemm keeps large panels. Typed B: N is cut when every thread gets >= 64
  * columns, so each thread dequantizes only its own weight rows; otherwise M is cut and the
- * (small) weight is dequantized by each thread.
+ * (small) weight is dequantized by each thread. With M <= 4 rows, each weight row is dequantized
+ * into L1 and used by AVX2 dot products directly (no tile, no sgemm).
  *
  * Typed tiles: for a thread's columns [n0, n1) the weight is walked in tiles of nb columns x kb
  * reduction steps (gemm_tiling): each tile is dequantized into the thread's scratch and

@@ -4,11 +4,12 @@
  * twin. Semantics and node layout: src/ops/op_attention.c.
  *
  * Forward, fast path (Dao et al. 2022, FlashAttention, Algorithm 1, on CPU):
- *   per (b, h) a thread packs K into 16-key panels [Tk/16][HD][16] and V into rows
- *   [Tk][HDv rounded up to 8] (zero padded; strided inputs are read through their byte strides,
- *   so permuted/sliced views cost no copy beyond this packing); per block of BQ query rows it
- *   packs Q pre-multiplied by scale*log2(e), then walks key tiles of BK keys, 6 query rows at a
- *   time: S = Q K^T (6 x 16 micro-kernel, 12 AVX2 accumulators, FMA over HD), then per row
+ *   per (b, h) a thread packs K, pre-multiplied by scale*log2(e), into 16-key panels
+ *   [Tk/16][HD][16] and V into rows [Tk][HDv rounded up to 8] (zero padded; strided inputs are
+ *   read through their byte strides, so permuted/sliced views cost no copy beyond this packing);
+ *   per block of BQ query rows it reads Q rows in place (copied only if HD is strided, and for a
+ *   partial last group of 6 rows), then walks key tiles of BK keys, 6 query rows at a time:
+ *   S = Q K^T (6 x 16 micro-kernel, 12 AVX2 accumulators, FMA over HD), then per row
  *   m' = max(m, rowmax S), p = 2^(S - m'), l = l*2^(m - m') + sum p, and
  *   O = O*2^(m - m') + P V (6 rows x 16 columns micro-kernel). The Tq x Tk matrix never exists:
  *   a thread holds one 6 x BK score tile; memory is O(T*D) (packed K, V of one head per thread).
@@ -33,8 +34,9 @@
  *   latency-bound: Estrin plus four independent max chains took it from 2.1 to 1.0 cycles per
  *   score; Horner's scheme would give 7.9e-8 below). Max relative error measured in
  *   f32 over x in [-126, 0]: 1.1e-7 (~1 ulp); the bound stated and tested
- *   (nu_cpu_attention_exp2_check) is 1.5e-7. x is clamped to [-127, 127]; results below
- *   2^-126.5 flush to 0, so masked (-inf) scores give exactly 0. NaN propagates.
+ *   (nu_cpu_attention_exp2_check) is 1.5e-7. x is clamped to [-127, 127] (the forward's
+ *   x = s - max is never positive and skips the upper clamp); results below 2^-126.5 flush to 0,
+ *   so masked (-inf) scores give exactly 0. NaN propagates.
  * Reference twins: one query row at a time in double precision (scores of one row materialised),
  *   the textbook softmax formula; backward by the same formulas, per head.
  * Tested by tests/test_op_attention.c.
