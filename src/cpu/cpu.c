@@ -74,8 +74,8 @@ void nu_blas_init(void) { openblas_set_num_threads(1); }
 
 const char *nu_blas_name(void) {
     static char buf[256];
-    snprintf(buf, sizeof buf, "%s (core %s, %d threads max)", openblas_get_config(), openblas_get_corename(),
-             openblas_get_num_threads());
+    snprintf(buf, sizeof buf, "%s (kernel %s; run single-threaded inside each pool thread)", openblas_get_config(),
+             openblas_get_corename());
     return buf;
 }
 
