@@ -27,12 +27,12 @@ build: deps
 run: build
 	./$(BUILD)/nuance info
 
-# The whole suite: unit and conformance tests (CTest), the same under ASan+UBSan, and a short
-# libFuzzer run over every parser.
+# The whole suite: unit and conformance tests (CTest), a short libFuzzer run over every parser,
+# and the tests again under ASan+UBSan (whose CTest summary closes the output).
 test: build
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
-	$(MAKE) test-asan
 	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-15}
+	$(MAKE) test-asan
 
 test-asan: deps
 	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DNU_SANITIZE=ON -DCMAKE_C_FLAGS=-O1 >/dev/null
