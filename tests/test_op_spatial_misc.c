@@ -78,6 +78,7 @@ static nu_tensor *op_up2(nu_ctx *c, nu_tensor **x) { return nu_upsample_nearest(
 static nu_tensor *op_up3(nu_ctx *c, nu_tensor **x) { return nu_upsample_nearest(c, x[0], 3); }
 static nu_tensor *op_avg22(nu_ctx *c, nu_tensor **x) { return nu_avg_pool2d(c, x[0], 2, 2, 0); }
 static nu_tensor *op_avg321(nu_ctx *c, nu_tensor **x) { return nu_avg_pool2d(c, x[0], 3, 2, 1); }
+static nu_tensor *op_avg311x(nu_ctx *c, nu_tensor **x) { return nu_avg_pool2d_ex(c, x[0], 3, 1, 1, false); }
 static nu_tensor *op_max22(nu_ctx *c, nu_tensor **x) { return nu_max_pool2d(c, x[0], 2, 2, 0); }
 static nu_tensor *op_max311(nu_ctx *c, nu_tensor **x) { return nu_max_pool2d(c, x[0], 3, 1, 1); }
 static nu_tensor *op_cat1(nu_ctx *c, nu_tensor **x) { return nu_concat(c, x[0], x[1], 1); }
@@ -188,6 +189,7 @@ int main(void) {
     check_case("upsample3", 1, op_up3);
     check_case("avgpool_k2s2", 1, op_avg22);
     check_case("avgpool_k3s2p1", 1, op_avg321);
+    check_case("avgpool_k3s1p1_nopad", 1, op_avg311x);
     check_case("maxpool_k2s2", 1, op_max22);
     check_case("maxpool_k3s1p1", 1, op_max311);
     check_case("concat_dim1", 2, op_cat1);

@@ -276,6 +276,8 @@ nu_tensor *nu_attention(nu_ctx *ctx, nu_tensor *q, nu_tensor *k, nu_tensor *v, n
 /* spatial / shape ops (NCHW) */
 nu_tensor *nu_upsample_nearest(nu_ctx *ctx, nu_tensor *x, int scale);
 nu_tensor *nu_avg_pool2d(nu_ctx *ctx, nu_tensor *x, int kernel, int stride, int padding); /* count_include_pad=True */
+/* count_include_pad=false divides by the number of in-image taps (Inception's pools). */
+nu_tensor *nu_avg_pool2d_ex(nu_ctx *ctx, nu_tensor *x, int kernel, int stride, int padding, bool count_include_pad);
 nu_tensor *nu_max_pool2d(nu_ctx *ctx, nu_tensor *x, int kernel, int stride, int padding);
 nu_tensor *nu_concat(nu_ctx *ctx, nu_tensor *a, nu_tensor *b, int dim);
 /* zero-pad: pad[2*i], pad[2*i+1] = before/after for dim i (all ndim dims, outermost first) */

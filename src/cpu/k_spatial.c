@@ -36,11 +36,21 @@ static void k_upsample(const nu_compute_params *p, nu_tensor *dst) {
     }
 }
 
+/* Divisor of an average-pool window: k*k with count_include_pad (torch's default), else the
+ * number of taps inside the image. */
+static int window_count(int64_t oh, int64_t ow, int k, int st, int pad, int64_t H, int64_t W, int incl) {
+    if (incl) return k * k;
+    int64_t h0 = oh * st - pad, w0 = ow * st - pad;
+    int64_t h1 = h0 + k < H ? h0 + k : H, w1 = w0 + k < W ? w0 + k : W;
+    if (h0 < 0) h0 = 0;
+    if (w0 < 0) w0 = 0;
+    return (int)((h1 - h0) * (w1 - w0));
+}
+
 static void k_avg_pool(const nu_compute_params *p, nu_tensor *dst) {
     const nu_tensor *x = dst->src[0];
-    int k = dst->params[0], st = dst->params[1], pad = dst->params[2];
+    int k = dst->params[0], st = dst->params[1], pad = dst->params[2], incl = dst->params[3];
     int64_t C = x->ne[1], H = x->ne[2], W = x->ne[3], OH = dst->ne[2], OW = dst->ne[3];
-    float inv = 1.0f / (float)(k * k); /* count_include_pad=True (torch default) */
     int64_t lo, hi;
     nu_split(x->ne[0] * C, p->ith, p->nth, &lo, &hi);
     float *out = dst->data;
@@ -57,7 +67,7 @@ static void k_avg_pool(const nu_compute_params *p, nu_tensor *dst) {
                         if (w >= 0 && w < W) sum += rd(x, n, c, h, w);
                     }
                 }
-                out[(pl * OH + oh) * OW + ow] = sum * inv;
+                out[(pl * OH + oh) * OW + ow] = sum / (float)window_count(oh, ow, k, st, pad, H, W, incl);
             }
     }
 }
@@ -66,9 +76,8 @@ static void k_avg_pool(const nu_compute_params *p, nu_tensor *dst) {
  * that threads never write the same element. */
 static void k_avg_pool_bw(const nu_compute_params *p, nu_tensor *dst) {
     const nu_tensor *gy = dst->src[0];
-    int k = dst->params[0], st = dst->params[1], pad = dst->params[2];
+    int k = dst->params[0], st = dst->params[1], pad = dst->params[2], incl = dst->params[3];
     int64_t C = dst->ne[1], H = dst->ne[2], W = dst->ne[3], OH = gy->ne[2], OW = gy->ne[3];
-    float inv = 1.0f / (float)(k * k);
     int64_t lo, hi;
     nu_split(dst->ne[0] * C, p->ith, p->nth, &lo, &hi);
     float *out = dst->data;
@@ -83,8 +92,9 @@ static void k_avg_pool_bw(const nu_compute_params *p, nu_tensor *dst) {
                 if (w + pad - k + 1 < 0) ow0 = 0;
                 float sum = 0;
                 for (int64_t oh = oh0 < 0 ? 0 : oh0; oh <= oh1 && oh < OH; oh++)
-                    for (int64_t ow = ow0 < 0 ? 0 : ow0; ow <= ow1 && ow < OW; ow++) sum += rd(gy, n, c, oh, ow);
-                out[(pl * H + h) * W + w] = sum * inv;
+                    for (int64_t ow = ow0 < 0 ? 0 : ow0; ow <= ow1 && ow < OW; ow++)
+                        sum += rd(gy, n, c, oh, ow) / (float)window_count(oh, ow, k, st, pad, H, W, incl);
+                out[(pl * H + h) * W + w] = sum;
             }
     }
 }

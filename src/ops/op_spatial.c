@@ -34,7 +34,13 @@ static nu_tensor *pool_node(nu_ctx *ctx, int op, nu_tensor *x, int kernel, int s
 }
 
 nu_tensor *nu_avg_pool2d(nu_ctx *ctx, nu_tensor *x, int kernel, int stride, int padding) {
-    return pool_node(ctx, NU_OP_AVG_POOL2D, x, kernel, stride, padding);
+    return nu_avg_pool2d_ex(ctx, x, kernel, stride, padding, true);
+}
+
+nu_tensor *nu_avg_pool2d_ex(nu_ctx *ctx, nu_tensor *x, int kernel, int stride, int padding, bool count_include_pad) {
+    nu_tensor *t = pool_node(ctx, NU_OP_AVG_POOL2D, x, kernel, stride, padding);
+    t->params[3] = count_include_pad;
+    return t;
 }
 
 nu_tensor *nu_max_pool2d(nu_ctx *ctx, nu_tensor *x, int kernel, int stride, int padding) {
@@ -84,7 +90,7 @@ static void bw_pool(nu_ctx *ctx, nu_tensor *node, nu_tensor *gy) {
     nu_tensor *g = nu_new_node(ctx, op, NU_TYPE_F32, 4, x->ne);
     g->src[0] = gy;
     g->src[1] = x;
-    memcpy(g->params, node->params, 3 * sizeof(int32_t));
+    memcpy(g->params, node->params, 4 * sizeof(int32_t));
     nu_grad_accumulate(ctx, x, g);
 }
 
