@@ -1,0 +1,42 @@
+/*
+ * weights.h — a named set of model weights, read from safetensors or GGUF files (mmapped, no
+ * copy), keyed by canonical names. Name dialects (LDM single files, diffusers folders, GGUF from
+ * other engines) are mapped to the canonical names by data tables through nu_weights_rename, in
+ * one place per model family. Optional conversion at load (--type f16|q8_0|...) applies to
+ * matrix weights only, converted one tensor at a time (no full-model f32 copy).
+ * Tested by tests/test_nn.c.
+ */
+#ifndef NU_NN_WEIGHTS_H
+#define NU_NN_WEIGHTS_H
+
+#include "nuance/io.h"
+#include "nuance/tensor.h"
+
+typedef struct nu_weights nu_weights;
+
+nu_weights *nu_weights_new(void);
+void nu_weights_free(nu_weights *w);
+/* Adds every tensor of a .safetensors or .gguf file (detected by content). Tensor names may be
+ * filtered by a prefix, which is stripped (prefix NULL or "": all). Later files do not replace
+ * earlier names: a duplicate is an error. The file stays mapped until nu_weights_free. */
+nu_status nu_weights_add_file(nu_weights *w, const char *path, const char *prefix);
+/* Renames a tensor (a dialect mapping); returns false if `from` is absent. */
+bool nu_weights_rename(nu_weights *w, const char *from, const char *to);
+/* Adds `name` as rows [start, start+n) of tensor `src` along its first dimension, sharing the
+ * data (e.g. OpenCLIP's fused attn.in_proj_weight [3D, D] -> q/k/v [D, D]). False if src is
+ * absent or too small. */
+bool nu_weights_add_slice(nu_weights *w, const char *name, const char *src, int64_t start, int64_t n);
+int nu_weights_count(const nu_weights *w);
+const char *nu_weights_name_at(const nu_weights *w, int i);
+/* The tensor named `name`, or NULL. Its type is as stored, or the load-time conversion type for
+ * matrices when one is set. */
+nu_tensor *nu_weights_get(nu_weights *w, const char *name);
+/* Converts 2-D weights with an innermost size multiple of 32 (Linear weights) to `type` when
+ * first fetched (NU_TYPE_COUNT: keep as stored). Conv weights keep their float type. */
+void nu_weights_set_matrix_type(nu_weights *w, nu_type type);
+/* The context that owns converted tensors and headers. */
+nu_ctx *nu_weights_ctx(nu_weights *w);
+/* Sum of bytes of the tensors fetched so far (mapped or converted). */
+size_t nu_weights_bytes_used(const nu_weights *w);
+
+#endif
