@@ -16,12 +16,11 @@ denominator 1).
 
 Run: /usr/bin/python3 scripts/fixtures_attention.py   (torch.manual_seed fixed, CPU)
 """
-import json
 import math
 import os
-import struct
 
 import torch
+from st_write import save as st_save
 
 
 def sdpa_ref(q, k, v, mask, causal, scale):
@@ -41,19 +40,7 @@ def sdpa_ref(q, k, v, mask, causal, scale):
 
 
 def write_safetensors(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        b = t.detach().to(torch.float32).contiguous().numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    st_save(path, tensors, cast=torch.float32)
 
 
 # (B, NH, Tq, Tk, HD, HDv, mask shape or None, causal, scale (<= 0: default))

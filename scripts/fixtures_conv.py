@@ -7,11 +7,10 @@ gradients dx, dw, db of sum(y * gy). The case list and each case's parameters ar
 file's metadata: "cases" = "c0 c1 ...", "<case>" = "<conv2d|conv_transpose2d> sh sw ph pw dh dw
 groups oph opw". Run with Debian's torch (float32, CPU):  /usr/bin/python3 scripts/fixtures_conv.py
 """
-import json
 import os
-import struct
 
 import torch
+from st_write import save as st_save
 
 torch.manual_seed(1234)
 
@@ -33,22 +32,7 @@ CASES = [
 
 
 def save_safetensors(path, tensors, metadata):
-    header = {"__metadata__": metadata}
-    blobs, off = [], 0
-    for name, t in tensors.items():
-        data = t.detach().contiguous().to(torch.float32).numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    hj = json.dumps(header, separators=(",", ":")).encode()
-    hj += b" " * ((8 - len(hj) % 8) % 8)
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(struct.pack("<Q", len(hj)))
-        f.write(hj)
-        for b in blobs:
-            f.write(b)
-    os.replace(tmp, path)
+    st_save(path, tensors, metadata=metadata, cast=torch.float32)
 
 
 def main():

@@ -6,11 +6,10 @@ Writes tests/fixtures/elementwise.safetensors (read by tests/test_op_elementwise
 gradients <c>.ga / <c>.gb of y.backward(gy). float32 CPU, torch.manual_seed(0).
 Run: /usr/bin/python3 scripts/fixtures_elementwise.py   (Debian python3-torch 1.13)
 """
-import json
 import os
-import struct
 
 import torch
+from st_write import save as st_save
 
 torch.manual_seed(0)
 T = {}
@@ -81,20 +80,7 @@ put("cast.bf16", x.bfloat16().float())
 
 
 def save(path, tensors):
-    header, blobs, off = {}, [], 0
-    for name in sorted(tensors):
-        t = tensors[name]
-        data = t.numpy().astype("<f4").tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    st_save(path, tensors, cast=torch.float32, sort_keys=True)
 
 
 out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "elementwise.safetensors")

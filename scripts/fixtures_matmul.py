@@ -7,31 +7,18 @@ Writes tests/fixtures/matmul.safetensors (float32). For each case <c>: the input
 every input (<c>.grad_a, <c>.grad_b, <c>.grad_bias). The transpose flags of each matmul case are
 part of its name (nn, tn, nt, tt) and are repeated in the test's case table.
 """
-import json
 import os
-import struct
 
 import torch
 import torch.nn.functional as F
+from st_write import save as st_save
 
 torch.manual_seed(20240611)
 tensors = {}
 
 
 def write_safetensors(path, named):
-    header, chunks, pos = {}, [], 0
-    for name, t in named.items():
-        data = t.detach().contiguous().to(torch.float32).numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [pos, pos + len(data)]}
-        chunks.append(data)
-        pos += len(data)
-    js = json.dumps(header, separators=(",", ":")).encode("utf-8")
-    js += b" " * (-len(js) % 8)  # keep the data 8-byte aligned
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(js)))
-        f.write(js)
-        for c in chunks:
-            f.write(c)
+    st_save(path, named, cast=torch.float32)
 
 
 def record(name, fn, inputs):

@@ -6,24 +6,15 @@ stored as F16) and tests/fixtures/nn_io.safetensors (x, context, out: F32). The 
 out = to_out.0(softmax(q k^T / sqrt(hd)) v) with q = to_q(x), k = to_k(ctx), v = to_v(ctx),
 8 heads, no q/k/v bias, bias on to_out.0 — diffusers' Attention with cross_attention_dim.
 """
-import json, os, struct
+import os
 import torch
+from st_write import save as st_save
 
 torch.manual_seed(3)
 
 def save(path, tensors):
-    header, blobs, off = {}, [], 0
-    for k, t in tensors.items():
-        t = t.detach().contiguous()
-        dt = {torch.float32: "F32", torch.float16: "F16"}[t.dtype]
-        b = t.numpy().tobytes()
-        header[k] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    st_save(path, tensors)
+
 
 D, Dc, H, T, S, B = 64, 48, 8, 10, 7, 2
 w = {

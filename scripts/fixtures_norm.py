@@ -5,33 +5,17 @@ layer_norm (torch.nn.functional, with and without affine), RMSNorm (x * rsqrt(me
 Writes tests/fixtures/norm.safetensors (read by tests/test_op_norm.c).
 Run: /usr/bin/python3 scripts/fixtures_norm.py   (Debian python3-torch 1.13, CPU, float32)
 """
-import json
 import os
-import struct
 
 import torch
 import torch.nn.functional as F
+from st_write import save as st_save
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "norm.safetensors")
 
 
 def save_safetensors(path, tensors):
-    """Minimal safetensors writer: u64 LE header length, JSON header, raw little-endian data."""
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        t = t.detach().contiguous().cpu().float()
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    st_save(path, tensors, cast=torch.float32)
 
 
 def case(out, name, fn, x, w=None, b=None):

@@ -5,33 +5,17 @@ and input gradients for a random upstream gradient gy.
 Writes tests/fixtures/reduce.safetensors (read by tests/test_op_reduce.c).
 Run: /usr/bin/python3 scripts/fixtures_reduce.py   (Debian python3-torch 1.13, CPU, float32)
 """
-import json
 import os
-import struct
 
 import torch
+from st_write import save as st_save
 
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "reduce.safetensors")
 DTYPES = {torch.float32: "F32", torch.int64: "I64", torch.int32: "I32"}
 
 
 def save_safetensors(path, tensors):
-    """Minimal safetensors writer: u64 LE header length, JSON header, raw little-endian data."""
-    header, blobs, off = {}, [], 0
-    for name, t in tensors.items():
-        t = t.detach().contiguous().cpu()
-        data = t.numpy().tobytes()
-        header[name] = {"dtype": DTYPES[t.dtype], "shape": list(t.shape), "data_offsets": [off, off + len(data)]}
-        blobs.append(data)
-        off += len(data)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)))
-        f.write(h)
-        for b in blobs:
-            f.write(b)
+    st_save(path, tensors)
 
 
 def case(out, name, x, fn):

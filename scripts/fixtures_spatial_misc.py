@@ -5,26 +5,17 @@ Run with Debian's python3-torch: /usr/bin/python3 scripts/fixtures_spatial_misc.
 Writes tests/fixtures/spatial_misc.safetensors: for each case, inputs, the output and the
 gradient of sum(y * r) for a fixed r (also stored), all float32.
 """
-import json, os, struct
+import os
 import torch
 import torch.nn.functional as F
+from st_write import save as st_save
 
 torch.manual_seed(0)
 out = {}
 
 def save(path, tensors):
-    header, blobs, off = {}, [], 0
-    for k, t in tensors.items():
-        t = t.detach().contiguous()
-        dt = {torch.float32: "F32", torch.int64: "I64"}[t.dtype]
-        b = t.numpy().tobytes()
-        header[k] = {"dtype": dt, "shape": list(t.shape), "data_offsets": [off, off + len(b)]}
-        blobs.append(b)
-        off += len(b)
-    h = json.dumps(header, separators=(",", ":")).encode()
-    h += b" " * ((8 - len(h) % 8) % 8)
-    with open(path, "wb") as f:
-        f.write(struct.pack("<Q", len(h)) + h + b"".join(blobs))
+    st_save(path, tensors)
+
 
 def case(name, fn, *xs):
     xs = [x.clone().requires_grad_(True) for x in xs]
