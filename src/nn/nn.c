@@ -20,8 +20,7 @@ nu_status nu_nn_status(nu_nn *nn) {
     return nn->status;
 }
 
-static void fail(nu_nn *nn, nu_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static void fail(nu_nn *nn, nu_status s, const char *fmt, ...) {
+void nu_nn_fail(nu_nn *nn, nu_status s, const char *fmt, ...) {
     if (nn->status != NU_OK) return; /* keep the first error */
     nn->status = s;
     int off = snprintf(nn->error, sizeof nn->error, "%s: ", nn->model);
@@ -46,10 +45,10 @@ static nu_tensor *lookup(nu_nn *nn, bool required, int ndim, const int64_t *ne, 
             for (int d = 0; d < ndim; d++)
                 snprintf(want + strlen(want), sizeof want - strlen(want), d ? ", %lld" : "%lld", (long long)ne[d]);
             strncat(want, "]", sizeof want - strlen(want) - 1);
-            fail(nn, NU_ERR_FORMAT, "tensor %s has shape %s, expected %s", name, got, want);
+            nu_nn_fail(nn, NU_ERR_FORMAT, "tensor %s has shape %s, expected %s", name, got, want);
         }
     } else if (required) {
-        fail(nn, NU_ERR_NOT_FOUND, "missing tensor %s", name);
+        nu_nn_fail(nn, NU_ERR_NOT_FOUND, "missing tensor %s", name);
     } else {
         return NULL;
     }

@@ -22,6 +22,8 @@ typedef struct nu_nn {
 } nu_nn;
 
 void nu_nn_init(nu_nn *nn, nu_ctx *ctx, nu_weights *w, const char *model);
+/* Records an error ("<model>: <message>"); the first error wins. */
+void nu_nn_fail(nu_nn *nn, nu_status s, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* NU_OK, or the first error with its message set as nu_last_error(). */
 nu_status nu_nn_status(nu_nn *nn);
 
