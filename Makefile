@@ -2,7 +2,7 @@
 # Debian packages they need (apt-get only; nothing else is downloaded), then build with CMake.
 JOBS ?= $(shell nproc)
 BUILD ?= build
-DEB_PKGS := build-essential cmake pkg-config libopenblas-dev libpng-dev libjpeg-dev libwebp-dev clang libclang-rt-14-dev
+DEB_PKGS := build-essential cmake pkg-config libopenblas-dev libpng-dev libjpeg-dev libwebp-dev zlib1g-dev clang libclang-rt-14-dev dataset-fashion-mnist
 # Only for regenerating fixtures (scripts/), never at run time or test time:
 FIXTURE_PKGS := python3-torch python3-numpy
 

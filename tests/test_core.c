@@ -319,7 +319,35 @@ static void test_int_rows(void) {
     nu_pool_cancel(NULL); /* harmless */
 }
 
+/* An input placed late in the order must not share memory with nodes that run before it. */
+static void test_input_placement(void) {
+    nu_ctx_params cp = nu_ctx_params_init();
+    cp.alloc_data = false;
+    nu_ctx *ctx = nu_ctx_new(&cp);
+    nu_ctx_set_alloc_data(ctx, true);
+    nu_tensor *x = nu_new_tensor_1d(ctx, NU_TYPE_F32, 256);
+    nu_test_fill_uniform(x->data, 256, 4, -1, 1);
+    nu_ctx_set_alloc_data(ctx, false);
+    nu_tensor *a = nu_silu(ctx, nu_silu(ctx, x)); /* temporaries freed before `in` is reached */
+    nu_tensor *in = nu_new_tensor_1d(ctx, NU_TYPE_F32, 256);
+    nu_set_input(in);
+    nu_tensor *y = nu_add(ctx, a, in);
+    nu_graph *g = nu_graph_new(ctx);
+    nu_graph_expand(g, y);
+    NU_CHECK(nu_graph_alloc(g) == NU_OK);
+    for (int i = 0; i < 256; i++) ((float *)in->data)[i] = 1000.0f;
+    NU_CHECK(nu_graph_compute(g, NULL) == NU_OK);
+    float out[256];
+    nu_tensor_get_f32(y, out);
+    int bad = 0;
+    for (int i = 0; i < 256; i++) bad += !(out[i] > 999.0f && out[i] < 1002.0f);
+    NU_CHECK_MSG(bad == 0, "%d outputs lost the input's value", bad);
+    nu_graph_free(g);
+    nu_ctx_free(ctx);
+}
+
 int main(void) {
+    test_input_placement();
     test_two_graphs();
     test_grad_layout();
     test_int_rows();

@@ -331,9 +331,19 @@ nu_status nu_graph_alloc(nu_graph *g) {
     /* walk in execution order; track the liveness bound alongside */
     freelist fl = {0};
     size_t live = 0, bound = 0;
+    /* Inputs are filled by the caller before the step, so they are placed first: a block freed
+     * by an earlier node would be overwritten while the step runs. */
     for (int i = 0; i < n; i++) {
         nu_tensor *t = g->nodes[i];
-        if (owns_memory(t)) {
+        if (owns_memory(t) && t->op == NU_OP_NONE) {
+            offs[i] = fl_alloc(&fl, alloc_size(t));
+            live += alloc_size(t);
+        }
+    }
+    bound = live;
+    for (int i = 0; i < n; i++) {
+        nu_tensor *t = g->nodes[i];
+        if (owns_memory(t) && t->op != NU_OP_NONE) {
             offs[i] = fl_alloc(&fl, alloc_size(t));
             live += alloc_size(t);
             if (live > bound) bound = live;
