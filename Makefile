@@ -4,7 +4,7 @@ JOBS ?= $(shell nproc)
 BUILD ?= build
 DEB_PKGS := build-essential cmake pkg-config libopenblas-dev libpng-dev libjpeg-dev libwebp-dev zlib1g-dev clang libclang-rt-14-dev dataset-fashion-mnist
 # Only for regenerating fixtures (scripts/), never at run time or test time:
-FIXTURE_PKGS := python3-torch python3-numpy
+FIXTURE_PKGS := python3-torch python3-numpy python3-scipy
 
 .PHONY: all deps build run test test-asan fuzz bench fixtures install clean
 

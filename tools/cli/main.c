@@ -2,6 +2,7 @@
  * main.c — the `nuance` command: dispatches subcommands. Uses only the public headers.
  *   nuance info            version, CPU features in use, threads, BLAS
  *   nuance bench [CASE..]  engine benchmarks (see bench.c)
+ *   nuance eval METRIC ..  FID / KID / IS / precision-recall of image folders (see eval.c)
  */
 #include <stdio.h>
 #include <string.h>
@@ -10,6 +11,7 @@
 #include "nuance/tensor.h"
 
 int nu_cli_bench(int argc, char **argv);
+int nu_cli_eval(int argc, char **argv);
 
 static int cmd_info(int argc, char **argv) {
     (void)argc; (void)argv;
@@ -29,7 +31,8 @@ static void usage(FILE *f) {
             "usage: nuance <command> [options]\n"
             "commands:\n"
             "  info              version, CPU features, threads and BLAS in use\n"
-            "  bench [CASE...]   time the engine on this machine (--json for machine-readable rows)\n");
+            "  bench [CASE...]   time the engine on this machine (--json for machine-readable rows)\n"
+            "  eval fid|kid|is|pr|stats ...  FID, KID, Inception Score, precision/recall of image folders\n");
 }
 
 int main(int argc, char **argv) {
@@ -39,6 +42,7 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return nu_cli_bench(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval")) return nu_cli_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
