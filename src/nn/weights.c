@@ -167,6 +167,15 @@ bool nu_weights_add_slice(nu_weights *w, const char *name, const char *src, int6
     return e->slice_src != NULL;
 }
 
+bool nu_weights_add_tensor(nu_weights *w, const char *name, nu_tensor *t) {
+    if (!t || !t->data || find(w, name) >= 0) return false;
+    if (add_entry(w, "memory", name, -1, -1) != NU_OK) return false;
+    w->e[w->n - 1].tensor = t;
+    nu_set_name(t, "%s", name);
+    w->bytes_used += nu_nbytes(t);
+    return true;
+}
+
 int nu_weights_count(const nu_weights *w) { return w->n; }
 const char *nu_weights_name_at(const nu_weights *w, int i) {
     NU_ASSERT(i >= 0 && i < w->n);

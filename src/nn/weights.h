@@ -20,6 +20,9 @@ void nu_weights_free(nu_weights *w);
  * filtered by a prefix, which is stripped (prefix NULL or "": all). Later files do not replace
  * earlier names: a duplicate is an error. The file stays mapped until nu_weights_free. */
 nu_status nu_weights_add_file(nu_weights *w, const char *path, const char *prefix);
+/* Adds an in-memory tensor under `name` (data must outlive the store; e.g. random weights for
+ * benchmarks). False if the name exists. */
+bool nu_weights_add_tensor(nu_weights *w, const char *name, nu_tensor *t);
 /* Renames a tensor (a dialect mapping); returns false if `from` is absent. */
 bool nu_weights_rename(nu_weights *w, const char *from, const char *to);
 /* Adds `name` as rows [start, start+n) of tensor `src` along its first dimension, sharing the

@@ -71,6 +71,13 @@ static nu_conv2d_params get_params(const nu_tensor *t) {
     return p;
 }
 
+/* Biases stored as f16/bf16 (diffusers folders) or strided are converted by a small node. */
+static nu_tensor *f32_bias(nu_ctx *ctx, nu_tensor *bias) {
+    if (!bias) return NULL;
+    if (bias->type != NU_TYPE_F32) bias = nu_cast(ctx, bias, NU_TYPE_F32);
+    return nu_contiguous(ctx, bias);
+}
+
 static void check_weight_bias(const nu_tensor *w, const nu_tensor *bias, int64_t n_out) {
     NU_ASSERT(w->ndim == 4);
     /* f32, f16, bf16 weights (converted to f32 inside the kernel); quantized blocks cannot hold
@@ -90,6 +97,7 @@ nu_tensor *nu_conv2d(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tensor *bias, c
     NU_ASSERT(x->ndim == 4 && x->type == NU_TYPE_F32);
     NU_ASSERT(x->ne[2] >= 1 && x->ne[3] >= 1);
     int64_t K = w->ne[0], Cg = w->ne[1], KH = w->ne[2], KW = w->ne[3];
+    bias = f32_bias(ctx, bias);
     check_weight_bias(w, bias, K);
     NU_ASSERT(x->ne[1] == Cg * p.groups);
     NU_ASSERT(K % p.groups == 0);
@@ -115,6 +123,7 @@ nu_tensor *nu_conv_transpose2d(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tenso
     NU_ASSERT(x->ndim == 4 && x->type == NU_TYPE_F32);
     NU_ASSERT(x->ne[2] >= 1 && x->ne[3] >= 1);
     int64_t Cin = w->ne[0], Cout = w->ne[1] * p.groups, KH = w->ne[2], KW = w->ne[3];
+    bias = f32_bias(ctx, bias);
     check_weight_bias(w, bias, Cout);
     NU_ASSERT(x->ne[1] == Cin);
     NU_ASSERT(Cin % p.groups == 0);
