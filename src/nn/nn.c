@@ -90,7 +90,7 @@ nu_tensor *nu_nn_linear(nu_nn *nn, nu_tensor *x, const char *prefix, int64_t in,
     nu_tensor *w = nu_nn_weight(nn, 2, (int64_t[]){out, in}, "%s.weight", prefix);
     nu_tensor *b = bias ? nu_nn_weight(nn, 1, (int64_t[]){out}, "%s.bias", prefix) : NULL;
     NU_ASSERT(x->ne[x->ndim - 1] == in);
-    return nu_linear(nn->ctx, x, w, b);
+    return nu_lora_linear(nn->lora, nn->ctx, nn->model, prefix, x, nu_linear(nn->ctx, x, w, b));
 }
 
 nu_tensor *nu_nn_conv2d(nu_nn *nn, nu_tensor *x, const char *prefix, int64_t in, int64_t out, int k, int stride,
@@ -101,7 +101,7 @@ nu_tensor *nu_nn_conv2d(nu_nn *nn, nu_tensor *x, const char *prefix, int64_t in,
     nu_conv2d_params p = nu_conv2d_params_init();
     p.stride[0] = p.stride[1] = stride;
     p.padding[0] = p.padding[1] = pad;
-    return nu_conv2d(nn->ctx, x, w, b, &p);
+    return nu_lora_conv2d(nn->lora, nn->ctx, nn->model, prefix, x, nu_conv2d(nn->ctx, x, w, b, &p), stride, pad);
 }
 
 nu_tensor *nu_nn_group_norm(nu_nn *nn, nu_tensor *x, const char *prefix, int groups, int64_t C, float eps) {

@@ -11,12 +11,14 @@
 
 #include <stdarg.h>
 
+#include "nn/lora.h"
 #include "nn/weights.h"
 
 typedef struct nu_nn {
     nu_ctx *ctx;        /* where graph nodes are built                  */
     nu_weights *w;      /* weights, by canonical name                   */
     const char *model;  /* "unet", "vae", "clip" — prefix of error text */
+    const nu_lora_set *lora; /* LoRA layers added by linear/conv2d (NULL: none; lora.h) */
     nu_status status;   /* first error (NU_OK if none)                  */
     char error[512];
 } nu_nn;
@@ -34,7 +36,8 @@ nu_tensor *nu_nn_weight(nu_nn *nn, int ndim, const int64_t *ne, const char *fmt,
 nu_tensor *nu_nn_weight_opt(nu_nn *nn, int ndim, const int64_t *ne, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 bool nu_nn_has(nu_nn *nn, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* x [..., in] -> [..., out]; weights prefix.weight [out, in], prefix.bias [out] (if bias). */
+/* x [..., in] -> [..., out]; weights prefix.weight [out, in], prefix.bias [out] (if bias).
+ * With nn->lora set, linear and conv2d add the LoRA branches of prefix.weight (lora.h). */
 nu_tensor *nu_nn_linear(nu_nn *nn, nu_tensor *x, const char *prefix, int64_t in, int64_t out, bool bias);
 /* NCHW conv with square kernel k; prefix.weight [out, in, k, k], prefix.bias [out] (if bias). */
 nu_tensor *nu_nn_conv2d(nu_nn *nn, nu_tensor *x, const char *prefix, int64_t in, int64_t out, int k, int stride,
