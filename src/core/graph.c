@@ -11,6 +11,7 @@
  */
 #include <stdatomic.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 
 #include "core/internal.h"
@@ -288,6 +289,67 @@ static void fl_release(freelist *fl, size_t off, size_t size) {
     fl->free[fl->n++] = (block){off, size};
 }
 
+/* Offline placement, "greedy by size" (as in TFLite's arena planner): tensors sorted by size,
+ * largest first; each goes to the lowest offset that does not overlap, in address, any placed
+ * tensor whose lifetime [first, last] intersects its own. Lifetimes: inputs live from the start,
+ * kept tensors (outputs, inputs) to the end. Writes offsets into offs only if the plan is
+ * smaller than `current`; returns the plan's size (or SIZE_MAX if skipped). O(n^2) in the
+ * number of owned tensors, so very large graphs keep the walk's placement. */
+typedef struct { int idx, first, last; size_t off, size; } plan_item;
+
+static int cmp_plan_size(const void *a, const void *b) {
+    const plan_item *x = a, *y = b;
+    if (x->size != y->size) return x->size < y->size ? 1 : -1;
+    return x->first - y->first;
+}
+
+static int cmp_plan_off(const void *a, const void *b) {
+    const plan_item *x = *(const plan_item *const *)a, *y = *(const plan_item *const *)b;
+    return x->off < y->off ? -1 : x->off > y->off;
+}
+
+static size_t plan_greedy_by_size(nu_graph *g, const int *last, const bool *keep, size_t *offs, size_t current) {
+    int n = g->n, m = 0;
+    for (int i = 0; i < n; i++) m += owns_memory(g->nodes[i]);
+    if (m == 0 || m > 20000) return SIZE_MAX;
+    plan_item *it = malloc(sizeof(plan_item) * (size_t)m);
+    plan_item **placed = malloc(sizeof(plan_item *) * (size_t)m);
+    plan_item **conflict = malloc(sizeof(plan_item *) * (size_t)m);
+    if (!it || !placed || !conflict) {
+        free(it); free(placed); free(conflict);
+        return SIZE_MAX;
+    }
+    m = 0;
+    for (int i = 0; i < n; i++) {
+        nu_tensor *t = g->nodes[i];
+        if (!owns_memory(t)) continue;
+        bool input = t->op == NU_OP_NONE;
+        it[m++] = (plan_item){i, input ? -1 : i, keep[i] ? n : last[i], 0, alloc_size(t)};
+    }
+    qsort(it, (size_t)m, sizeof *it, cmp_plan_size);
+    size_t total = 0;
+    int n_placed = 0;
+    for (int k = 0; k < m; k++) {
+        plan_item *t = &it[k];
+        int nc = 0;
+        for (int j = 0; j < n_placed; j++)
+            if (placed[j]->first <= t->last && t->first <= placed[j]->last) conflict[nc++] = placed[j];
+        qsort(conflict, (size_t)nc, sizeof *conflict, cmp_plan_off);
+        size_t off = 0;
+        for (int j = 0; j < nc; j++) {
+            if (off + t->size <= conflict[j]->off) break;
+            if (conflict[j]->off + conflict[j]->size > off) off = conflict[j]->off + conflict[j]->size;
+        }
+        t->off = off;
+        placed[n_placed++] = t;
+        if (off + t->size > total) total = off + t->size;
+    }
+    if (total < current)
+        for (int k = 0; k < m; k++) offs[it[k].idx] = it[k].off;
+    free(it); free(placed); free(conflict);
+    return total;
+}
+
 nu_status nu_graph_alloc(nu_graph *g) {
     NU_ASSERT(!g->allocated);
     int n = g->n;
@@ -364,6 +426,11 @@ nu_status nu_graph_alloc(nu_graph *g) {
     }
     free(fl.free);
     size_t total = fl.end;
+    /* The walk above gives the liveness bound and a first placement; an offline plan that
+     * places the largest tensors first usually packs tighter (fragmentation from the walk cost
+     * ~40% over the bound on the SD VAE decoder). Keep whichever is smaller. */
+    size_t planned = plan_greedy_by_size(g, last, keep, offs, total);
+    if (planned < total) total = planned;
     g->buffer = aligned_alloc(64, total ? total : 64);
     if (!g->buffer) {
         free(last); free(offs); free(keep); free(released);
