@@ -234,6 +234,8 @@ static void test_cancel(void) {
 static void test_errors(void) {
     NU_CHECK(nu_error(NU_ERR_FORMAT, "file %s: bad", "x.bin") == NU_ERR_FORMAT);
     NU_CHECK(strcmp(nu_last_error(), "file x.bin: bad") == 0);
+    NU_CHECK(nu_error(NU_ERR_IO, "unet: %s", nu_last_error()) == NU_ERR_IO); /* prefixing itself */
+    NU_CHECK(strcmp(nu_last_error(), "unet: file x.bin: bad") == 0);
     nu_clear_error();
     NU_CHECK(nu_last_error()[0] == 0);
     NU_CHECK(strcmp(nu_status_name(NU_ERR_NOMEM), "out of memory") == 0);

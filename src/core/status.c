@@ -5,6 +5,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/internal.h"
 
@@ -15,10 +16,14 @@ const char *nu_last_error(void) { return last_error; }
 void nu_clear_error(void) { last_error[0] = 0; }
 
 nu_status nu_error(nu_status s, const char *fmt, ...) {
+    /* format into a temporary first: callers may pass nu_last_error() as an argument to prefix
+     * it ("unet: %s"), and formatting a buffer into itself is undefined */
+    char tmp[sizeof last_error];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_error, sizeof last_error, fmt, ap);
+    vsnprintf(tmp, sizeof tmp, fmt, ap);
     va_end(ap);
+    memcpy(last_error, tmp, sizeof tmp);
     return s;
 }
 
