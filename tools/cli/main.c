@@ -61,7 +61,7 @@ static void usage(FILE *f) {
             "                    generation parameters (PNG \"parameters\" text)\n"
             "  generate ...      Stable Diffusion 1.x/2.x txt2img, img2img, inpainting (--help)\n"
             "  bench [CASE...]   time the engine on this machine (--json for machine-readable rows)\n"
-            "  eval fid|kid|is|pr|stats ...  FID, KID, Inception Score, precision/recall of image folders\n"
+            "  eval fid|kid|is|pr|stats ...  FID, KID, Inception Score, precision/recall of image folders\n");
 }
 
 int main(int argc, char **argv) {
