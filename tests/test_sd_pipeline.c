@@ -745,8 +745,8 @@ static void test_philox(void) {
     nu_test_close("philox seed 42, call 2", b, wb, 3, 2e-7, 2e-7);
 }
 
-/* LoRA wiring: --lora files and <lora:NAME:W> tags (text-encoder layers apply; UNet layers are
- * refused until the UNet builder takes a set). */
+/* LoRA wiring: --lora files and <lora:NAME:W> tags, on text-encoder and UNet layers; a weight of 0
+ * changes nothing, and the UNet's graph without LoRA comes back unchanged afterwards. */
 static void test_lora(void) {
     char dir[] = "/tmp/nu_sd_loraXXXXXX";
     if (!mkdtemp(dir)) return;
@@ -781,8 +781,23 @@ static void test_lora(void) {
             NU_CHECK_MSG(!ok, "a text-encoder LoRA changed nothing");
             nu_sd_output_free(&b);
         }
+        p.prompt = "a red cube <lora:un:0>";
+        if (run_simple(sd, &p, &b)) {
+            nu_test_equal("unet lora weight 0", b.latents[0], a.latents[0], 256);
+            nu_sd_output_free(&b);
+        }
         p.prompt = "a red cube <lora:un:1>";
-        NU_CHECK(nu_sd_generate(sd, &p, &b) == NU_ERR_UNSUPPORTED && strstr(nu_last_error(), "UNet"));
+        if (run_simple(sd, &p, &b)) {
+            bool ok;
+            max_err(a.latents[0], b.latents[0], 256, 1e-4, 0, &ok);
+            NU_CHECK_MSG(!ok, "a UNet LoRA changed nothing");
+            nu_sd_output_free(&b);
+        }
+        p.prompt = "a red cube";
+        if (run_simple(sd, &p, &b)) {
+            nu_test_equal("no lora after a lora run", b.latents[0], a.latents[0], 256);
+            nu_sd_output_free(&b);
+        }
         p.prompt = "a red cube <lora:missing:1>";
         NU_CHECK(nu_sd_generate(sd, &p, &b) == NU_ERR_NOT_FOUND && strstr(nu_last_error(), "missing"));
         p.prompt = "a red cube <lora:te:1";

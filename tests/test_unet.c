@@ -6,7 +6,9 @@
  *     values; the builder's weight list equals the file's tensor list;
  *   - outputs unet/<i>/{x,t,context} -> out for the diffusers folder (F16 weights) and the LDM
  *     file (F32 weights, same values), and the 9-channel inpainting UNet (unet9/0);
- *   - both forms give bitwise-identical outputs; graph reuse; 1 vs 2 threads; clear errors.
+ *   - both forms give bitwise-identical outputs when computed from the same (f32) weights; the
+ *     f16 folder as stored is within rounding of them; a GGUF with LDM names; --type q8_0;
+ *     feed-forward chunking; odd latent sizes; graph reuse; 1 vs 2 threads; clear errors.
  *
  * Tolerance: 1e-4 absolute (the reference README's suggestion). The references are float32
  * PyTorch runs whose own error against float64 is <= 1.4e-6 (refs.json maxabs_f32_vs_f64);
@@ -17,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "models/unet.h"
 #include "nu_test.h"
@@ -110,8 +113,8 @@ static void test_names(const char *label, nu_unet *dif, nu_unet *ldm) {
 
 /* ---- outputs */
 
-static float *run_case(nu_unet *u, nu_st_file *refs, const char *key, int idx, nu_pool *pool, const char *label,
-                       int64_t *n_out) {
+static float *run_case_tol(nu_unet *u, nu_st_file *refs, const char *key, int idx, nu_pool *pool, const char *label,
+                           int64_t *n_out, double tol) {
     char name[64];
     nu_ctx *ctx = nu_ctx_new(NULL);
     nu_tensor *x, *t, *c, *want;
@@ -130,14 +133,18 @@ static float *run_case(nu_unet *u, nu_st_file *refs, const char *key, int idx, n
     NU_CHECK_MSG(s == NU_OK, "%s: %s", label, nu_last_error());
     char lab[160];
     snprintf(lab, sizeof lab, "%s %s/%d", label, key, idx);
-    if (!want->data) return got;
-    nu_test_close(lab, got, want->data, n, TOL, 0);
+    nu_test_close(lab, got, want->data, n, tol, 0);
     double maxe = 0;
     for (int64_t i = 0; i < n; i++) maxe = fmax(maxe, fabs((double)got[i] - ((float *)want->data)[i]));
     printf("  %-34s max abs err %.2e\n", lab, maxe);
     nu_ctx_free(ctx);
     *n_out = n;
     return got;
+}
+
+static float *run_case(nu_unet *u, nu_st_file *refs, const char *key, int idx, nu_pool *pool, const char *label,
+                       int64_t *n_out) {
+    return run_case_tol(u, refs, key, idx, pool, label, n_out, TOL);
 }
 
 static void test_model(const char *model, nu_pool *pool, nu_pool *pool1) {
@@ -185,9 +192,10 @@ static void test_model(const char *model, nu_pool *pool, nu_pool *pool1) {
         nu_test_equal(label, c, b, n);
         /* f16 weights take the typed-weight GEMM path (tile dequantization, or dot products for
          * M <= 4 rows), whose summation order differs from f32 sgemm: same values, rounding-level
-         * differences. 2e-6 = a few f32 ulps of O(1) outputs accumulated over the network. */
+         * differences. Each f32 evaluation is ~1.4e-6 from the exact result (the reference's own
+         * f32-vs-f64 error), so two differ by <= ~2.8e-6; measured <= 1.3e-6; bound 5e-6. */
         snprintf(label, sizeof label, "%s unet/%d diffusers f16 ~ ldm f32", model, i);
-        nu_test_close(label, a, b, n, 2e-6, 0);
+        nu_test_close(label, a, b, n, 5e-6, 0);
         if (i == 1) {
             /* same shape again: the cached graph is reused and gives the same bits */
             size_t act = nu_unet_activation_bytes(dif);
@@ -198,10 +206,10 @@ static void test_model(const char *model, nu_pool *pool, nu_pool *pool1) {
             nu_test_equal(label, a, d, n);
             free(d);
             /* one thread: GEMMs are split differently over threads (OpenBLAS blocks of another
-             * size), so rounding-level differences only (same 2e-6 bound) */
+             * size), so rounding-level differences only (same 5e-6 bound; measured <= 1.2e-6) */
             d = run_case(dif, refs, "unet", i, pool1, "1 thread", &n2);
             snprintf(label, sizeof label, "%s unet/1 1 vs 2 threads", model);
-            nu_test_close(label, a, d, n, 2e-6, 0);
+            nu_test_close(label, a, d, n, 5e-6, 0);
             free(d);
         }
         free(a);
@@ -236,6 +244,163 @@ static void test_inpaint9(nu_pool *pool) {
     nu_st_close(refs);
     nu_unet_free(a);
     nu_unet_free(b);
+}
+
+/* A GGUF file with the LDM names (as other engines write them, here F16) gives the same outputs
+ * as the diffusers folder (same f16 values, same kernels: bitwise). And --type q8_0. */
+static void test_gguf_and_q8(nu_pool *pool) {
+    char path[256];
+    snprintf(path, sizeof path, "/tmp/nuance-test-unet-%d.gguf", (int)getpid());
+    nu_st_file *st;
+    NU_ASSERT(nu_st_open(refpath("sd1_tiny", "ldm/model.safetensors"), &st) == NU_OK);
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    nu_gguf_writer *gw = nu_gguf_writer_new();
+    for (int i = 0; i < nu_st_count(st); i++) {
+        const char *name = nu_st_at(st, i)->name;
+        if (strncmp(name, "model.diffusion_model.", 22)) continue;
+        nu_tensor *t, *h;
+        NU_ASSERT(nu_st_get(st, ctx, name, &t) == NU_OK);
+        h = nu_new_tensor(ctx, t->ndim >= 2 ? NU_TYPE_F16 : NU_TYPE_F32, t->ndim, t->ne);
+        float *v = malloc(sizeof(float) * (size_t)nu_nelements(t));
+        nu_tensor_get_f32(t, v);
+        nu_tensor_set_f32(h, v);
+        free(v);
+        nu_set_name(h, "%s", name);
+        nu_gguf_writer_add_tensor(gw, h);
+    }
+    NU_CHECK(nu_gguf_writer_write(gw, path) == NU_OK);
+    nu_gguf_writer_free(gw);
+    nu_ctx_free(ctx);
+    nu_st_close(st);
+    nu_unet *g = load(path, refpath("sd1_tiny", "ldm/config.json"));
+    nu_unet *d = load(refpath("sd1_tiny", "diffusers"), NULL);
+    nu_unet *q = load_as(refpath("sd1_tiny", "diffusers"), NULL, NU_TYPE_Q8_0);
+    nu_st_file *refs;
+    NU_ASSERT(nu_st_open(refpath("sd1_tiny", "refs/refs.safetensors"), &refs) == NU_OK);
+    if (g && d && q) {
+        int64_t n;
+        float *a = run_case(g, refs, "unet", 1, pool, "sd1_tiny gguf (f16)", &n);
+        float *b = run_case(d, refs, "unet", 1, pool, "sd1_tiny diffusers (f16)", &n);
+        nu_test_equal("sd1_tiny gguf == diffusers (bitwise)", a, b, n);
+        /* q8_0: the matrices with K % 32 == 0 (K = 32, 64, 128 here) carry a relative error of up to
+         * 1/254 per weight (half a quantization step of the block maximum); measured 2.2e-3 max abs
+         * on O(0.3) outputs; 2e-2 bounds it with room and still catches a wrong layout (O(0.3)). */
+        float *c = run_case_tol(q, refs, "unet", 1, pool, "sd1_tiny --type q8_0", &n, 2e-2);
+        nu_test_close("sd1_tiny q8_0 ~ f16", c, b, n, 2e-2, 0);
+        free(a);
+        free(b);
+        free(c);
+    }
+    nu_st_close(refs);
+    nu_unet_free(g);
+    nu_unet_free(d);
+    nu_unet_free(q);
+    remove(path);
+}
+
+/* LoRA (kohya names) on a LoCon conv_in, a strided conv, an SD1 1x1 proj_in run as a Linear and
+ * a Linear equals the merged weights W + weight * up @ down (computed here in double). */
+typedef struct lora_layer {
+    const char *name;
+    int out, in, k; /* base weight [out, in, k, k] (k 0: Linear [out, in]) */
+} lora_layer;
+
+static void test_lora(nu_pool *pool) {
+    static const lora_layer layers[] = {
+        {"conv_in", 16, 4, 3},
+        {"down_blocks.0.downsamplers.0.conv", 16, 16, 3},
+        {"down_blocks.0.attentions.0.proj_in", 16, 16, 1},
+        {"down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q", 16, 16, 0},
+    };
+    enum { NL = 4, R = 2 };
+    const float weight = 0.7f;
+    nu_unet *d = load(refpath("sd1_tiny", "diffusers"), NULL);
+    if (!d) return;
+    nu_weights *w = nu_unet_weights(d);
+    char lpath[256], mpath[256];
+    snprintf(lpath, sizeof lpath, "/tmp/nuance-test-unet-lora-%d.safetensors", (int)getpid());
+    snprintf(mpath, sizeof mpath, "/tmp/nuance-test-unet-merged-%d.safetensors", (int)getpid());
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    nu_tensor *lt[2 * NL], *merged[NL];
+    for (int l = 0; l < NL; l++) {
+        const lora_layer *L = &layers[l];
+        int kk = L->k ? L->k * L->k : 1, nd = L->k ? 4 : 2;
+        nu_tensor *down = nu_new_tensor(ctx, NU_TYPE_F32, nd, nd == 4 ? (int64_t[]){R, L->in, L->k, L->k} : (int64_t[]){R, L->in});
+        nu_tensor *up = nu_new_tensor(ctx, NU_TYPE_F32, nd, nd == 4 ? (int64_t[]){L->out, R, 1, 1} : (int64_t[]){L->out, R});
+        nu_test_fill_uniform(down->data, nu_nelements(down), 100 + l, -0.3f, 0.3f);
+        nu_test_fill_uniform(up->data, nu_nelements(up), 200 + l, -0.3f, 0.3f);
+        char key[160], *c;
+        snprintf(key, sizeof key, "lora_unet_%s", L->name);
+        for (c = key + 10; *c; c++)
+            if (*c == '.') *c = '_';
+        nu_set_name(down, "%s.lora_down.weight", key);
+        nu_set_name(up, "%s.lora_up.weight", key);
+        lt[2 * l] = down;
+        lt[2 * l + 1] = up;
+        /* merged: W'[o, c, i, j] = W + weight * sum_r up[o, r] * down[r, c, i, j] */
+        snprintf(key, sizeof key, "%s.weight", L->name);
+        nu_tensor *base = nu_weights_get(w, key);
+        NU_ASSERT(base && nu_nelements(base) == (int64_t)L->out * L->in * kk);
+        nu_tensor *m = nu_new_tensor(ctx, NU_TYPE_F32, base->ndim, base->ne);
+        float *bv = malloc(sizeof(float) * (size_t)nu_nelements(base));
+        nu_tensor_get_f32(base, bv);
+        const float *dv = down->data, *uv = up->data;
+        for (int o = 0; o < L->out; o++)
+            for (int e = 0; e < L->in * kk; e++) {
+                double acc = bv[o * L->in * kk + e];
+                for (int r = 0; r < R; r++) acc += (double)weight * uv[o * R + r] * dv[r * L->in * kk + e];
+                ((float *)m->data)[o * L->in * kk + e] = (float)acc;
+            }
+        free(bv);
+        nu_set_name(m, "%s", key);
+        merged[l] = m;
+    }
+    NU_CHECK(nu_st_save(lpath, lt, 2 * NL, NULL, NULL, 0) == NU_OK);
+    /* the merged model: every tensor of the folder, the four layers replaced */
+    int nw = nu_weights_count(w);
+    nu_tensor **all = malloc(sizeof(nu_tensor *) * (size_t)nw);
+    for (int i = 0; i < nw; i++) {
+        all[i] = nu_weights_get(w, nu_weights_name_at(w, i));
+        for (int l = 0; l < NL; l++)
+            if (!strcmp(merged[l]->name, nu_weights_name_at(w, i))) all[i] = merged[l];
+    }
+    NU_CHECK(nu_st_save(mpath, all, nw, NULL, NULL, 0) == NU_OK);
+    free(all);
+    nu_unet *m = load(mpath, refpath("sd1_tiny", "diffusers/unet/config.json"));
+    nu_lora_set *ls = nu_lora_set_new();
+    NU_CHECK(nu_lora_set_add_target(ls, NU_LORA_PART_UNET, "unet", w) == NU_OK);
+    NU_CHECK_MSG(nu_lora_set_load(ls, lpath, weight, weight) == NU_OK, "lora: %s", nu_last_error());
+    NU_CHECK(nu_lora_set_count(ls, "unet") == NL);
+    nu_st_file *refs;
+    NU_ASSERT(nu_st_open(refpath("sd1_tiny", "refs/refs.safetensors"), &refs) == NU_OK);
+    if (m) {
+        int64_t n;
+        float *plain = run_case(d, refs, "unet", 1, pool, "sd1_tiny before LoRA", &n);
+        nu_unet_set_lora(d, ls);
+        /* vs the reference only loosely: the LoRA changes the output (checked below) */
+        float *a = run_case_tol(d, refs, "unet", 1, pool, "sd1_tiny LoRA", &n, 1e9);
+        float *b = run_case_tol(m, refs, "unet", 1, pool, "sd1_tiny merged", &n, 1e9);
+        /* branch vs merged weight: the same sums in another order and the merged weights rounded
+         * to f32 once: rounding-level differences (as the f16-vs-f32 bound above, 5e-6) */
+        nu_test_close("sd1_tiny LoRA branch == merged weights", a, b, n, 5e-6, 0);
+        double diff = 0;
+        for (int64_t i = 0; i < n; i++) diff = fmax(diff, fabs((double)a[i] - plain[i]));
+        NU_CHECK_MSG(diff > 1e-3, "LoRA changed the output by only %g", diff);
+        nu_unet_set_lora(d, NULL);
+        float *c = run_case(d, refs, "unet", 1, pool, "sd1_tiny LoRA removed", &n);
+        nu_test_equal("sd1_tiny LoRA removed == before (bitwise)", c, plain, n);
+        free(plain);
+        free(a);
+        free(b);
+        free(c);
+    }
+    nu_st_close(refs);
+    nu_unet_free(m);
+    nu_unet_free(d);
+    nu_lora_set_free(ls);
+    nu_ctx_free(ctx);
+    remove(lpath);
+    remove(mpath);
 }
 
 /* Feed-forward chunking (on for real sizes) gives the same outputs: force small chunks. */
@@ -317,6 +482,8 @@ int main(void) {
     test_model("sd2_tiny", pool, pool1);
     test_inpaint9(pool);
     test_ff_chunks(pool);
+    test_gguf_and_q8(pool);
+    test_lora(pool);
     test_odd_size(pool);
     nu_pool_free(pool);
     nu_pool_free(pool1);

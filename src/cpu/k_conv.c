@@ -24,6 +24,7 @@
 #include <cblas.h>
 #include <stdatomic.h>
 
+#include "cpu/gemm.h"
 #include "cpu/k_conv.h"
 
 enum { P_STRIDE = 0, P_PAD = 2, P_DIL = 4, P_GROUPS = 6, P_OUTPAD = 7 };
@@ -112,6 +113,13 @@ static bool weight_needs_copy(const nu_tensor *w) { return !(w->type == NU_TYPE_
 static void weight_copy(const nu_compute_params *p, const nu_tensor *w, float *dst) {
     int64_t lo, hi, per = w->ne[1] * w->ne[2] * w->ne[3];
     nu_split(w->ne[0], p->ith, p->nth, &lo, &hi);
+    if (nu_is_contiguous(w)) {
+        /* one output channel's [C, KH, KW] is one contiguous row: vectorised conversion (F16C for
+         * f16; measured 1.6 s of CPU per SD 1.5 UNet step with the scalar loop below) */
+        for (int64_t k = lo; k < hi; k++)
+            nu_dequant_row(w->type, (const char *)w->data + k * w->nb[0], dst + k * per, per, nu_cpu_use_fast(p));
+        return;
+    }
     for (int64_t k = lo; k < hi; k++) {
         float *o = dst + k * per;
         for (int64_t c = 0; c < w->ne[1]; c++)

@@ -25,7 +25,11 @@
  *
  * 1-D parameters (biases, norm affines) stored as f16/bf16 are converted to f32 once per model
  * (conv bias must be f32 and it saves a cast node per run); matrices and conv weights stay as
- * stored (dequantized in tiles by the kernels). Graphs are built once per input shape and reused.
+ * stored (dequantized by the kernels). Graphs are built once per input shape and reused.
+ * Activation memory (SD 1.5, 512x512, batch 2: allocator buffer 121 MiB, liveness bound 91 MiB):
+ * the feed-forward runs in row chunks of <= 16 MB projections (diffusers' feed-forward chunking;
+ * unchunked, one [8192, 2560] projection plus its bias add is 160 MB), and a resnet's 1x1
+ * shortcut is computed before its main branch so that a wide input dies after norm1.
  * Also: config parsing/detection, loading, the weight list and the benchmark (random weights).
  * Tested by tests/test_unet.c.
  */
@@ -386,7 +390,7 @@ nu_status nu_unet_config_detect(nu_weights *w, nu_unet_config *c) {
     c->family = c->linear_proj ? NU_UNET_FAMILY_SD2 : NU_UNET_FAMILY_SD1;
     c->upcast_attention = c->family == NU_UNET_FAMILY_SD2;
     family_heads(c);
-    /* heads that do not divide (small models): fall back to one head per 64 channels or less */
+    /* a default that does not divide the channels (small models): the largest count below it that does */
     for (int L = 0; L <= n; L++) {
         int *h = L < n ? &c->heads[L] : &c->mid_heads, C = c->channels[L < n ? L : n - 1];
         while (*h > 1 && C % *h) (*h)--;
@@ -411,12 +415,13 @@ struct nu_unet {
     nu_weights *w;
     nu_ctx *pctx;      /* f32 copies of 1-D parameters (of all weights if upcast) */
     bool upcast;       /* --type f32: every weight computed from an f32 copy */
+    const nu_lora_set *lora; /* LoRA branches added to Linear/conv layers (NULL: none) */
     f32_entry *f32;    /* open addressing, keyed by the stored tensor     */
     int f32_cap, f32_n;
     /* cached graph of the last shape */
     nu_ctx *gctx;
     nu_graph *g;
-    nu_tensor *x, *t, *c, *out;
+    nu_tensor *x, *t, *cx, *out; /* inputs and output of the cached graph */
     int B, H, W, S;
 };
 
@@ -426,6 +431,7 @@ nu_unet_load_params nu_unet_load_params_init(void) {
 }
 
 const nu_unet_config *nu_unet_get_config(const nu_unet *u) { return &u->cfg; }
+
 nu_weights *nu_unet_weights(nu_unet *u) { return u->w; }
 size_t nu_unet_activation_bytes(const nu_unet *u) { return u->g ? nu_graph_peak_bytes(u->g) : 0; }
 
@@ -435,6 +441,11 @@ static void drop_graph(nu_unet *u) {
     u->g = NULL;
     u->gctx = NULL;
     u->B = u->H = u->W = u->S = 0;
+}
+
+void nu_unet_set_lora(nu_unet *u, const nu_lora_set *s) {
+    u->lora = s;
+    drop_graph(u); /* the branches are graph nodes: rebuild on the next eval */
 }
 
 void nu_unet_free(nu_unet *u) {
@@ -526,19 +537,21 @@ static nu_tensor *W(ub *b, int ndim, const int64_t *ne, const char *fmt, ...) {
     return ndim == 1 || b->u->upcast ? param_f32(b->u, t) : t;
 }
 
+/* Linear (+ the LoRA branches of p.weight, if any; lora.h). */
 static nu_tensor *linear(ub *b, nu_tensor *x, const char *p, int64_t in, int64_t out, bool bias) {
     nu_tensor *w = W(b, 2, (int64_t[]){out, in}, "%s.weight", p);
     nu_tensor *bb = bias ? W(b, 1, (int64_t[]){out}, "%s.bias", p) : NULL;
-    return nu_linear(b->ctx, x, w, bb);
+    return nu_lora_linear(b->nn.lora, b->ctx, "unet", p, x, nu_linear(b->ctx, x, w, bb));
 }
 
+/* Conv2d with square kernel k (+ LoCon branches). */
 static nu_tensor *conv(ub *b, nu_tensor *x, const char *p, int64_t in, int64_t out, int k, int stride, int pad) {
     nu_tensor *w = W(b, 4, (int64_t[]){out, in, k, k}, "%s.weight", p);
     nu_tensor *bb = W(b, 1, (int64_t[]){out}, "%s.bias", p);
     nu_conv2d_params cp = nu_conv2d_params_init();
     cp.stride[0] = cp.stride[1] = stride;
     cp.padding[0] = cp.padding[1] = pad;
-    return nu_conv2d(b->ctx, x, w, bb, &cp);
+    return nu_lora_conv2d(b->nn.lora, b->ctx, "unet", p, x, nu_conv2d(b->ctx, x, w, bb, &cp), stride, pad);
 }
 
 static nu_tensor *gnorm(ub *b, nu_tensor *x, const char *p, float eps) {
@@ -575,13 +588,12 @@ static nu_tensor *resnet(ub *b, nu_tensor *x, const char *p, int64_t cout) {
     h = nu_silu(ctx, gnorm(b, h, n, b->c->norm_eps));
     join(n, sizeof n, p, "conv2");
     h = conv(b, h, n, cout, cout, 3, 1, 1);
-    nu_tensor *sc = x;
-    if (cin != cout) {
-        join(n, sizeof n, p, "conv_shortcut");
-        sc = conv(b, x, n, cin, cout, 1, 1, 0);
-    }
-    /* h first: the graph's depth-first order then computes the shortcut just before the add */
-    return nu_add(ctx, h, sc);
+    if (cin == cout) return nu_add(ctx, h, x);
+    join(n, sizeof n, p, "conv_shortcut");
+    /* shortcut first (a + b == b + a exactly): the graph's depth-first order then computes the
+     * 1x1 conv before the main branch, so x (e.g. the [2, 960, 64, 64] concat of the up path)
+     * dies after norm1 instead of living through the whole block */
+    return nu_add(ctx, conv(b, x, n, cin, cout, 1, 1, 0), h);
 }
 
 /* [B, T, NH*HD] -> [B, NH, T, HD] as a strided view (the attention kernel reads strides). */
@@ -673,7 +685,9 @@ static nu_tensor *transformer(ub *b, nu_tensor *x, nu_tensor *context, const cha
         w_in = W(b, 4, (int64_t[]){C, C, 1, 1}, "%s.proj_in.weight", p);
         w_in = nu_reshape(ctx, w_in, 2, (int64_t[]){C, C});
     }
-    h = nu_linear(ctx, h, w_in, W(b, 1, (int64_t[]){C}, "%s.proj_in.bias", p));
+    join(n, sizeof n, p, "proj_in");
+    nu_tensor *t = h;
+    h = nu_lora_linear(b->nn.lora, ctx, "unet", n, t, nu_linear(ctx, t, w_in, W(b, 1, (int64_t[]){C}, "%s.bias", n)));
     for (int d = 0; d < depth; d++) {
         NU_ASSERT(snprintf(n, sizeof n, "%s.transformer_blocks.%d", p, d) < (int)sizeof n);
         h = basic_block(b, h, context, n, heads);
@@ -684,7 +698,9 @@ static nu_tensor *transformer(ub *b, nu_tensor *x, nu_tensor *context, const cha
         w_out = W(b, 4, (int64_t[]){C, C, 1, 1}, "%s.proj_out.weight", p);
         w_out = nu_reshape(ctx, w_out, 2, (int64_t[]){C, C});
     }
-    h = nu_linear(ctx, h, w_out, W(b, 1, (int64_t[]){C}, "%s.proj_out.bias", p));
+    join(n, sizeof n, p, "proj_out");
+    t = h;
+    h = nu_lora_linear(b->nn.lora, ctx, "unet", n, t, nu_linear(ctx, t, w_out, W(b, 1, (int64_t[]){C}, "%s.bias", n)));
     (void)B;
     return nu_add(ctx, nu_nn_from_tokens(ctx, h, H, Wd), x);
 }
@@ -782,6 +798,7 @@ static nu_tensor *build_checked(nu_unet *u, nu_ctx *ctx, nu_tensor *x, nu_tensor
     if (!shapes_ok(&u->cfg, x, t, context)) return NULL;
     ub b = {.u = u, .c = &u->cfg, .ctx = ctx};
     nu_nn_init(&b.nn, ctx, u->w, "unet");
+    b.nn.lora = u->lora;
     nu_tensor *y = build(&b, x, t, context);
     *st = nu_nn_status(&b.nn);
     return *st == NU_OK ? y : NULL;
@@ -822,15 +839,15 @@ nu_status nu_unet_eval(nu_unet *u, nu_pool *pool, int B, int H, int W, int S, co
         if (!u->gctx) return nu_error(NU_ERR_NOMEM, "unet: out of memory");
         u->x = nu_new_tensor_4d(u->gctx, NU_TYPE_F32, B, c->in_channels, H, W);
         u->t = nu_new_tensor_1d(u->gctx, NU_TYPE_F32, B);
-        u->c = nu_new_tensor_3d(u->gctx, NU_TYPE_F32, B, S, c->context_dim);
+        u->cx = nu_new_tensor_3d(u->gctx, NU_TYPE_F32, B, S, c->context_dim);
         nu_set_input(u->x);
         nu_set_input(u->t);
-        nu_set_input(u->c);
+        nu_set_input(u->cx);
         nu_set_name(u->x, "unet.x");
         nu_set_name(u->t, "unet.t");
-        nu_set_name(u->c, "unet.context");
+        nu_set_name(u->cx, "unet.context");
         nu_status s;
-        u->out = build_checked(u, u->gctx, u->x, u->t, u->c, &s);
+        u->out = build_checked(u, u->gctx, u->x, u->t, u->cx, &s);
         if (!u->out) {
             char msg[512];
             snprintf(msg, sizeof msg, "%s", nu_last_error());
@@ -842,7 +859,7 @@ nu_status nu_unet_eval(nu_unet *u, nu_pool *pool, int B, int H, int W, int S, co
          * any node can use (and release) memory (the allocator places leaves where first met) */
         nu_graph_expand(u->g, u->x);
         nu_graph_expand(u->g, u->t);
-        nu_graph_expand(u->g, u->c);
+        nu_graph_expand(u->g, u->cx);
         nu_graph_expand(u->g, u->out);
         s = nu_graph_alloc(u->g);
         if (s != NU_OK) {
@@ -856,7 +873,7 @@ nu_status nu_unet_eval(nu_unet *u, nu_pool *pool, int B, int H, int W, int S, co
     }
     memcpy(u->x->data, x, sizeof(float) * (size_t)nu_nelements(u->x));
     memcpy(u->t->data, t, sizeof(float) * (size_t)B);
-    memcpy(u->c->data, context, sizeof(float) * (size_t)nu_nelements(u->c));
+    memcpy(u->cx->data, context, sizeof(float) * (size_t)nu_nelements(u->cx));
     nu_status s = nu_graph_compute(u->g, pool);
     if (s != NU_OK) return s;
     nu_tensor_get_f32(u->out, out);

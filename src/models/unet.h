@@ -112,6 +112,11 @@ void nu_unet_free(nu_unet *u);
 const nu_unet_config *nu_unet_get_config(const nu_unet *u);
 nu_weights *nu_unet_weights(nu_unet *u);
 
+/* LoRA / LoCon layers (nn/lora.h; targets registered with model label "unet" on
+ * nu_unet_weights(u)) added to every Linear and conv of the UNet from the next evaluation on
+ * (the cached graph is dropped); NULL removes them. The set must outlive its use. */
+void nu_unet_set_lora(nu_unet *u, const nu_lora_set *s);
+
 /* Builds the graph of one evaluation in ctx (which must not allocate data):
  *   x [B, in_channels, H, W] f32, t [B] f32 (timesteps), context [B, S, context_dim] f32
  *   -> [B, out_channels, H, W] (eps or v). H and W need not be multiples of 2^(levels-1):

@@ -506,12 +506,6 @@ nu_status sd_lora_build(nu_sd *sd, const nu_lora_tag *tags, int n_tags, nu_lora_
         if ((s = nu_lora_find_file(sd->lora_dir, tags[i].name, path, sizeof path)) == NU_OK)
             s = nu_lora_set_load(ls, path, tags[i].unet_weight, tags[i].te_weight);
     }
-    /* The UNet builder does not take a LoRA set yet (it needs nu_unet_set_lora in
-     * src/models/unet.c, storing the set for its nu_nn and dropping the cached graph); refuse
-     * UNet layers rather than silently ignoring them. Text-encoder layers apply (sd_text.c). */
-    if (s == NU_OK && nu_lora_set_count(ls, "unet") > 0)
-        s = nu_error(NU_ERR_UNSUPPORTED, "LoRA: %d UNet layers, but UNet LoRA is not wired in this build yet (text "
-                                         "encoder layers only)", nu_lora_set_count(ls, "unet"));
     if (s != NU_OK) {
         nu_lora_set_free(ls);
         return s;

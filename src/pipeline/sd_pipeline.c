@@ -376,7 +376,8 @@ nu_status nu_sd_generate(nu_sd *sd, const nu_sd_params *p, nu_sd_output *out) {
      * files in this generation's set */
     if ((s = nu_lora_parse_prompt(p->prompt, &clean_prompt, &tags, &n_tags)) != NU_OK) goto done;
     if ((s = sd_lora_build(sd, tags, n_tags, &lora)) != NU_OK) goto done;
-    sd->lora = lora; /* text encoder (sd_text.c); the UNet once it takes a set (sd_lora_build) */
+    sd->lora = lora; /* text encoder (sd_text.c) */
+    if (lora) nu_unet_set_lora(sd->unet, lora);
 
     /* ---- text */
     if ((s = sd_text_encode(sd, clean_prompt, p->negative_prompt, p->clip_skip, p->prompt_weighting, do_cfg, &cond)) !=
@@ -542,7 +543,10 @@ nu_status nu_sd_generate(nu_sd *sd, const nu_sd_params *p, nu_sd_output *out) {
     }
 done:
     sd->lora = NULL;
-    if (lora) nu_lora_set_free(lora);
+    if (lora) {
+        nu_unet_set_lora(sd->unet, NULL);
+        nu_lora_set_free(lora);
+    }
     free(clean_prompt);
     free(tags);
     sd_sampler_free(&smp);
