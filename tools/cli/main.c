@@ -5,6 +5,8 @@
  *   nuance generate ...    Stable Diffusion txt2img / img2img / inpainting (see generate.c)
  *   nuance bench [CASE..]  engine benchmarks (see bench.c)
  *   nuance eval METRIC ..  FID / KID / IS / precision-recall of image folders (see eval.c)
+ *   nuance eval classify   class agreement / Fréchet distance with a trained classifier (classify.c)
+ *   nuance train-classifier  train that classifier (classify.c)
  */
 #include <stdio.h>
 #include <string.h>
@@ -16,6 +18,8 @@
 int nu_cli_bench(int argc, char **argv);
 int nu_cli_generate(int argc, char **argv);
 int nu_cli_eval(int argc, char **argv);
+int nu_cli_eval_classify(int argc, char **argv);
+int nu_cli_train_classifier(int argc, char **argv);
 
 /* The text chunks of images: "parameters" (A1111 / nuance generate) printed as stored. */
 static int info_images(int argc, char **argv) {
@@ -61,7 +65,9 @@ static void usage(FILE *f) {
             "                    generation parameters (PNG \"parameters\" text)\n"
             "  generate ...      Stable Diffusion 1.x/2.x txt2img, img2img, inpainting (--help)\n"
             "  bench [CASE...]   time the engine on this machine (--json for machine-readable rows)\n"
-            "  eval fid|kid|is|pr|stats ...  FID, KID, Inception Score, precision/recall of image folders\n");
+            "  eval fid|kid|is|pr|stats ...  FID, KID, Inception Score, precision/recall of image folders\n"
+            "  eval classify ...  class agreement and Fréchet distance with a trained classifier\n"
+            "  train-classifier ...  train the small CNN classifier used by eval classify\n");
 }
 
 int main(int argc, char **argv) {
@@ -71,8 +77,11 @@ int main(int argc, char **argv) {
     }
     if (!strcmp(argv[1], "info")) return cmd_info(argc - 1, argv + 1);
     if (!strcmp(argv[1], "bench")) return nu_cli_bench(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "eval") && argc > 2 && !strcmp(argv[2], "classify"))
+        return nu_cli_eval_classify(argc - 2, argv + 2);
     if (!strcmp(argv[1], "eval")) return nu_cli_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "generate")) return nu_cli_generate(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train-classifier")) return nu_cli_train_classifier(argc - 1, argv + 1);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
