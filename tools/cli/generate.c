@@ -18,6 +18,9 @@
 #include "nuance.h"
 
 int nu_cli_generate(int argc, char **argv);
+/* tools/cli/generate_cond.c: the built-in / trained class-conditional models (mnist, ...) */
+int nu_cli_generate_cond(int argc, char **argv);
+bool nu_cli_generate_is_cond_model(const char *model_arg);
 
 static nu_sd *g_sd; /* for the SIGINT handler */
 
@@ -160,6 +163,10 @@ static bool flag_is(const char *a, const char *s1, const char *s2) { return !str
 #define MAX_LORAS 32
 
 int nu_cli_generate(int argc, char **argv) {
+    /* -m mnist / fashion-mnist / a nuance training checkpoint: the class-conditional path */
+    for (int i = 1; i + 1 < argc; i++)
+        if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && nu_cli_generate_is_cond_model(argv[i + 1]))
+            return nu_cli_generate_cond(argc, argv);
     nu_sd_load_params lp;
     nu_sd_load_params_init(&lp);
     nu_sd_params p;

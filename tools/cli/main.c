@@ -7,6 +7,7 @@
  *   nuance eval METRIC ..  FID / KID / IS / precision-recall of image folders (see eval.c)
  *   nuance eval classify   class agreement / Fréchet distance with a trained classifier (classify.c)
  *   nuance train-classifier  train that classifier (classify.c)
+ *   nuance train           train a class-conditional UNet / DiT (train.c)
  */
 #include <stdio.h>
 #include <string.h>
@@ -20,6 +21,7 @@ int nu_cli_generate(int argc, char **argv);
 int nu_cli_eval(int argc, char **argv);
 int nu_cli_eval_classify(int argc, char **argv);
 int nu_cli_train_classifier(int argc, char **argv);
+int nu_cli_train(int argc, char **argv);
 
 /* The text chunks of images: "parameters" (A1111 / nuance generate) printed as stored. */
 static int info_images(int argc, char **argv) {
@@ -67,7 +69,8 @@ static void usage(FILE *f) {
             "  bench [CASE...]   time the engine on this machine (--json for machine-readable rows)\n"
             "  eval fid|kid|is|pr|stats ...  FID, KID, Inception Score, precision/recall of image folders\n"
             "  eval classify ...  class agreement and Fréchet distance with a trained classifier\n"
-            "  train-classifier ...  train the small CNN classifier used by eval classify\n");
+            "  train-classifier ...  train the small CNN classifier used by eval classify\n"
+            "  train ...         train a class-conditional pixel UNet or DiT (nuance train --help)\n");
 }
 
 int main(int argc, char **argv) {
@@ -82,6 +85,7 @@ int main(int argc, char **argv) {
     if (!strcmp(argv[1], "eval")) return nu_cli_eval(argc - 1, argv + 1);
     if (!strcmp(argv[1], "generate")) return nu_cli_generate(argc - 1, argv + 1);
     if (!strcmp(argv[1], "train-classifier")) return nu_cli_train_classifier(argc - 1, argv + 1);
+    if (!strcmp(argv[1], "train")) return nu_cli_train(argc - 1, argv + 1);
     if (!strcmp(argv[1], "-h") || !strcmp(argv[1], "--help") || !strcmp(argv[1], "help")) {
         usage(stdout);
         return 0;
