@@ -31,8 +31,15 @@ build: deps
 	@cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) >/dev/null
 	@cmake --build $(BUILD) -j $(JOBS)
 
+# The main job: engine info, then a labelled sample grid (one row per class) from each built-in
+# model; the individual images go to out/.
 run: build
 	./$(BUILD)/nuance info
+	@mkdir -p out; for m in mnist fashion-mnist; do \
+	  if [ -f models/$$m.safetensors ]; then \
+	    ./$(BUILD)/nuance generate -m $$m -p all -b 8 -o "out/$$m-%03d.png" --grid $$m-grid.png && echo "wrote $$m-grid.png"; \
+	  else echo "note: models/$$m.safetensors is not trained yet (scripts/train_$$(echo $$m | tr - _).sh)"; fi; \
+	done
 
 # The whole suite: unit and conformance tests (CTest), a short libFuzzer run over every parser,
 # and the tests again under ASan+UBSan (whose CTest summary closes the output).
