@@ -37,7 +37,7 @@ run: build
 	./$(BUILD)/nuance info
 	@mkdir -p out; for m in mnist fashion-mnist; do \
 	  if [ -f models/$$m.safetensors ]; then \
-	    ./$(BUILD)/nuance generate -m $$m -p all -b 8 -o "out/$$m-%03d.png" --grid $$m-grid.png && echo "wrote $$m-grid.png"; \
+	    ./$(BUILD)/nuance generate -m $$m -p all -b 8 -o "out/$$m-%03d.png" --grid out/$$m-grid.png && echo "wrote out/$$m-grid.png"; \
 	  else echo "note: models/$$m.safetensors is not trained yet (scripts/train_$$(echo $$m | tr - _).sh)"; fi; \
 	done
 

@@ -30,11 +30,13 @@ extern "C" {
 #define NU_INCEPTION_CLASSES 1008 /* logits of the fc head (1008 TF classes)                  */
 #define NU_INCEPTION_SIZE 299     /* network input side                                       */
 
+/* A loaded network and its cached graphs; use one from one thread at a time (the pool passed to
+ * nu_inception_features supplies the parallelism). */
 typedef struct nu_inception nu_inception;
 
 /* Loads weights from a safetensors file with pytorch-fid's state_dict names (Conv2d_1a_3x3.conv.
  * weight, ..., Mixed_7c.*, fc.weight, fc.bias; num_batches_tracked ignored), F32/F16/BF16.
- * BatchNorm (eps 0.001, eval) is folded into each conv at load time, in f32. Errors (missing or
+ * BatchNorm (eps 0.001, eval) is folded into each conv at load (stored f32). Errors (missing or
  * misshapen tensor, wrong dtype) name the file and tensor. */
 nu_status nu_inception_load(const char *weights_path, nu_inception **out);
 /* The same network with random weights (conv kaiming-normal, BatchNorm identity), for benchmarks

@@ -14,7 +14,8 @@
  *        l1 = (float)clamp(real - i0, 0, 1); l0 = 1 - l1
  *      (ATen compute_source_index_and_lambda; a side with in == out is copied exactly), and the
  *      value is (v[y0][x0]*lx0 + v[y0][x1]*lx1)*ly0 + (v[y1][x0]*lx0 + v[y1][x1]*lx1)*ly1, the
- *      order of ATen's separable CPU loop (width innermost). Down-scaling aliases, as upstream.
+ *      order of ATen's CPU loop (width innermost), each a*b + c*d evaluated as fma(a, b, c*d) as
+ *      the AVX2 build does. Down-scaling aliases, as upstream.
  *   4. InceptionV3.forward's normalize_input: 2x - 1.
  * Known difference: Pillow 9.4 opens 16-bit greyscale PNGs as mode 'I' and convert('RGB') clips
  * the 16-bit values at 255, while nu_image_load keeps the high byte (docs/metrics.md).
@@ -85,6 +86,12 @@ static void axis_coeffs(int in, int out, int *i0, int *i1, float *l0, float *l1)
     }
 }
 
+/* a*b + c rounded once to float, as the FMA that ATen's AVX2 build contracts `t0*w0 + t1*w1`
+ * into (matched bit for bit against torch 1.13's output: fma(t0, w0, t1*w1)). The product of two
+ * floats is exact in double; the double sum then rounds to float (a second rounding that can
+ * differ from a true FMA only when the double lands exactly on a float midpoint). */
+static inline float fma32(float a, float b, float c) { return (float)((double)a * (double)b + (double)c); }
+
 nu_status nu_fid_preprocess(const nu_image *img, float *out) {
     nu_status st = check_image(img);
     if (st != NU_OK) return st;
@@ -109,9 +116,9 @@ nu_status nu_fid_preprocess(const nu_image *img, float *out) {
                 /* ToTensor: uint8 / 255 in float32 */
                 const float v00 = (float)r0[a] / 255.0f, v01 = (float)r0[b] / 255.0f;
                 const float v10 = (float)r1[a] / 255.0f, v11 = (float)r1[b] / 255.0f;
-                const float t0 = v00 * xl0[x] + v01 * xl1[x];
-                const float t1 = v10 * xl0[x] + v11 * xl1[x];
-                const float v = t0 * wy0 + t1 * wy1;
+                const float t0 = fma32(v00, xl0[x], v01 * xl1[x]);
+                const float t1 = fma32(v10, xl0[x], v11 * xl1[x]);
+                const float v = fma32(t0, wy0, t1 * wy1);
                 o[(size_t)y * S + x] = 2.0f * v - 1.0f;
             }
         }

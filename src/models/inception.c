@@ -22,8 +22,13 @@
  * convs are views into it). For the avg-pool branches the branch's 1x1 conv is applied before the
  * pool: conv1x1 and avg_pool are both linear, and a count_include_pad=False pool maps a constant
  * (the bias) to itself, so avgpool(W x + b) = W avgpool(x) + b exactly in real arithmetic; it
- * pools pool_features channels instead of the block's input channels.
- * Graphs are built once per batch size and cached (NCACHE most recent sizes).
+ * pools pool_features channels instead of the block's input channels. The 3x3 max/avg pools are
+ * built from vectorised reductions over strided views (pool3x3; the engine's pool kernels are
+ * scalar and cost ~15% of the run), and channel concats of contiguous tensors copy whole
+ * per-image blocks (cat2). nu_inception_set_merge(false) builds the literal graph instead (engine
+ * pool ops, one conv per BasicConv2d), which the test checks against the reference too.
+ * Graphs are built once per batch size and cached (NCACHE most recent sizes). A model is used by
+ * one thread at a time (its graphs hold the activations).
  * Tested by tests/test_inception.c against ../shared/reference/inception_fid/.
  */
 #include <math.h>
