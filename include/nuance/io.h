@@ -38,6 +38,8 @@ struct nu_json {
 /* Parses len bytes (depth <= 64). On error returns NULL with nu_last_error() giving the offset. */
 nu_json *nu_json_parse(const char *text, size_t len);
 void nu_json_free(nu_json *j);
+/* Reads a JSON object file (a config: at most 64 MiB). Errors name the file. */
+nu_status nu_json_load_file(const char *path, nu_json **out);
 const nu_json *nu_json_get(const nu_json *obj, const char *key); /* NULL if absent / not object */
 const nu_json *nu_json_at(const nu_json *arr, int i);             /* NULL if out of range      */
 /* Convenience readers with defaults when absent or of another kind. */

@@ -419,3 +419,23 @@ bool nu_json_bool(const nu_json *obj, const char *key, bool dflt) {
     const nu_json *v = nu_json_get(obj, key);
     return v && v->kind == NU_JSON_BOOL ? v->b : dflt;
 }
+
+nu_status nu_json_load_file(const char *path, nu_json **out) {
+    *out = NULL;
+    nu_file_map m;
+    nu_status s = nu_file_map_open(path, &m);
+    if (s != NU_OK) return s;
+    if (m.size > ((size_t)64 << 20)) {
+        nu_file_map_close(&m);
+        return nu_error(NU_ERR_FORMAT, "%s: too large for a config file", path);
+    }
+    nu_json *j = nu_json_parse((const char *)m.data, m.size);
+    nu_file_map_close(&m);
+    if (!j) return nu_error(NU_ERR_FORMAT, "%s: %s", path, nu_last_error());
+    if (j->kind != NU_JSON_OBJECT) {
+        nu_json_free(j);
+        return nu_error(NU_ERR_FORMAT, "%s: not a JSON object", path);
+    }
+    *out = j;
+    return NU_OK;
+}

@@ -134,25 +134,6 @@ nu_status nu_unet_config_validate(const nu_unet_config *c) {
     return NU_OK;
 }
 
-static nu_status read_json_file(const char *path, nu_json **out) {
-    nu_file_map m;
-    nu_status s = nu_file_map_open(path, &m);
-    if (s != NU_OK) return s;
-    if (m.size > (64u << 20)) {
-        nu_file_map_close(&m);
-        return nu_error(NU_ERR_FORMAT, "%s: too large for a config file", path);
-    }
-    nu_json *j = nu_json_parse((const char *)m.data, m.size);
-    nu_file_map_close(&m);
-    if (!j) return nu_error(NU_ERR_FORMAT, "%s: %s", path, nu_last_error());
-    if (j->kind != NU_JSON_OBJECT) {
-        nu_json_free(j);
-        return nu_error(NU_ERR_FORMAT, "%s: not a JSON object", path);
-    }
-    *out = j;
-    return NU_OK;
-}
-
 /* An int, or a list of n ints (per level); false if neither or out of range. */
 static bool int_or_list(const nu_json *v, int n, int *out) {
     if (!v) return false;
@@ -177,7 +158,7 @@ static bool json_is_null_or_absent(const nu_json *o, const char *key) {
 
 nu_status nu_unet_config_from_diffusers_json(const char *path, nu_unet_config *c) {
     nu_json *j;
-    nu_status s = read_json_file(path, &j);
+    nu_status s = nu_json_load_file(path, &j);
     if (s != NU_OK) return s;
     memset(c, 0, sizeof *c);
 #define FAIL(st, ...)                                                                                                  \
@@ -268,7 +249,7 @@ done:
 
 nu_status nu_unet_config_from_ldm_json(const char *path, nu_unet_config *c) {
     nu_json *j;
-    nu_status s = read_json_file(path, &j);
+    nu_status s = nu_json_load_file(path, &j);
     if (s != NU_OK) return s;
     memset(c, 0, sizeof *c);
     const nu_json *mp = nu_json_get(nu_json_get(j, "model"), "params");
@@ -323,7 +304,7 @@ nu_status nu_unet_config_from_ldm_json(const char *path, nu_unet_config *c) {
 
 nu_status nu_unet_config_from_json(const char *path, nu_unet_config *c) {
     nu_json *j = NULL;
-    nu_status s = read_json_file(path, &j);
+    nu_status s = nu_json_load_file(path, &j);
     if (s != NU_OK) return s;
     bool ldm = nu_json_get(j, "model") != NULL;
     bool dif = nu_json_get(j, "block_out_channels") != NULL;

@@ -333,13 +333,9 @@ static bool is_file(const char *path) {
 /* Reads diffusers' vae/config.json into the fields the weights cannot show (and the structure,
  * for the cross-check in nu_vae_from_weights). */
 static nu_status read_config_json(const char *path, nu_vae_config *c) {
-    nu_file_map m;
-    nu_status s = nu_file_map_open(path, &m);
+    nu_json *j;
+    nu_status s = nu_json_load_file(path, &j);
     if (s != NU_OK) return s;
-    nu_json *j = nu_json_parse((const char *)m.data, m.size);
-    nu_file_map_close(&m);
-    if (!j) return nu_error(NU_ERR_FORMAT, "%s: %s", path, nu_last_error());
-    s = NU_OK;
     const nu_json *boc = nu_json_get(j, "block_out_channels");
     if (j->kind != NU_JSON_OBJECT || (boc && (boc->kind != NU_JSON_ARRAY || boc->n < 1 || boc->n > NU_VAE_MAX_BLOCKS))) {
         s = nu_error(NU_ERR_FORMAT, "%s: not an AutoencoderKL config (block_out_channels)", path);
@@ -419,14 +415,10 @@ nu_status nu_vae_load(const char *path, const nu_vae_params *p, nu_vae **out) {
         snprintf(cfg_path, sizeof cfg_path, "%.*sconfig.json", dlen, file);
         cfg_path[0] = *prefix == 0 && is_file(cfg_path) ? cfg_path[0] : 0;
         if (cfg_path[0]) { /* only diffusers' AutoencoderKL configs */
-            nu_file_map m;
-            bool ok = nu_file_map_open(cfg_path, &m) == NU_OK;
-            if (ok) {
-                nu_json *j = nu_json_parse((const char *)m.data, m.size);
-                ok = j && !strcmp(nu_json_string(j, "_class_name", ""), "AutoencoderKL");
-                nu_json_free(j);
-                nu_file_map_close(&m);
-            }
+            nu_json *j = NULL;
+            bool ok = nu_json_load_file(cfg_path, &j) == NU_OK &&
+                      !strcmp(nu_json_string(j, "_class_name", ""), "AutoencoderKL");
+            nu_json_free(j);
             nu_clear_error();
             if (!ok) cfg_path[0] = 0;
         }

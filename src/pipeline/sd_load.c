@@ -70,27 +70,6 @@ static bool join(char *out, size_t len, const char *a, const char *b) {
     return k >= 0 && (size_t)k < len;
 }
 
-/* Reads a JSON object file (configs: a few KB; 16 MB cap). */
-static nu_status read_json(const char *path, nu_json **out) {
-    *out = NULL;
-    nu_file_map m;
-    nu_status s = nu_file_map_open(path, &m);
-    if (s != NU_OK) return s;
-    if (m.size > (16u << 20)) {
-        nu_file_map_close(&m);
-        return nu_error(NU_ERR_FORMAT, "%s: too large for a config file", path);
-    }
-    nu_json *j = nu_json_parse((const char *)m.data, m.size);
-    nu_file_map_close(&m);
-    if (!j) return sd_error_prefix(NU_ERR_FORMAT, "%s: ", path);
-    if (j->kind != NU_JSON_OBJECT) {
-        nu_json_free(j);
-        return nu_error(NU_ERR_FORMAT, "%s: not a JSON object", path);
-    }
-    *out = j;
-    return NU_OK;
-}
-
 /* Model name for metadata: the file name without extension, or the folder name. */
 static void model_name(const char *path, char *out, size_t len) {
     char buf[PATH_MAX_LEN];
@@ -157,7 +136,7 @@ static nu_status load_text_folder(nu_sd *sd, const char *dir, nu_type type) {
     nu_status s = nu_weights_add_file(sd->clip_w, file, NULL);
     if (s != NU_OK) return s;
     nu_json *j = NULL;
-    if (join(cfg, sizeof cfg, dir, "config.json") && is_file(cfg) && (s = read_json(cfg, &j)) != NU_OK) return s;
+    if (join(cfg, sizeof cfg, dir, "config.json") && is_file(cfg) && (s = nu_json_load_file(cfg, &j)) != NU_OK) return s;
     s = nu_clip_load(sd->clip_w, j, &sd->clip_cfg);
     nu_json_free(j);
     if (s != NU_OK) return sd_error_prefix(s, "%s: ", file);
@@ -231,7 +210,7 @@ static nu_status load_folder(nu_sd *sd, const nu_sd_load_params *p) {
     }
     if (is_file(mi)) { /* the pipeline class: informational, but refuse what is not SD 1/2 */
         nu_json *j = NULL;
-        if ((s = read_json(mi, &j)) != NU_OK) return s;
+        if ((s = nu_json_load_file(mi, &j)) != NU_OK) return s;
         const char *cls = nu_json_string(j, "_class_name", "");
         bool ok = !*cls || strstr(cls, "StableDiffusion") == cls;
         if (ok && (strstr(cls, "XL") || strstr(cls, "3") || strstr(cls, "Upscale") || strstr(cls, "Depth")))
@@ -275,7 +254,7 @@ static nu_status load_folder(nu_sd *sd, const nu_sd_load_params *p) {
     nu_prediction pred = NU_PRED_EPS;
     if (sub_dir(root, "scheduler", dir, sizeof dir)) {
         if (join(sd->sched_label, sizeof sd->sched_label, dir, "scheduler_config.json") && is_file(sd->sched_label)) {
-            if ((s = read_json(sd->sched_label, &sd->sched_json)) != NU_OK) return s;
+            if ((s = nu_json_load_file(sd->sched_label, &sd->sched_json)) != NU_OK) return s;
             nu_sched_config c;
             nu_sched_config_init(&c, NU_SCHED_PNDM);
             if ((s = nu_sched_config_from_json_obj(&c, sd->sched_json, sd->sched_label)) != NU_OK) return s;
@@ -305,7 +284,7 @@ static nu_status load_single(nu_sd *sd, const nu_sd_load_params *p, bool *pred_k
     const char *file = p->model;
     nu_status s;
     nu_json *cfg = NULL;
-    if (p->model_config && (s = read_json(p->model_config, &cfg)) != NU_OK) return s;
+    if (p->model_config && (s = nu_json_load_file(p->model_config, &cfg)) != NU_OK) return s;
     const nu_json *mp = nu_json_get(nu_json_get(cfg, "model"), "params");
     if (cfg && !mp) {
         nu_json_free(cfg);
