@@ -525,13 +525,13 @@ int nu_cli_bench(int argc, char **argv) {
         } else if (!strcmp(argv[i], "--min-time") && i + 1 < argc) {
             o.min_time = atof(argv[++i]);
         } else if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
-            printf("usage: nuance bench [gemm|conv|attention|vae|unet ...] [--json] [-t THREADS] [--min-time SECONDS]\n");
+            printf("usage: nuance bench [gemm|conv|attention|vae|unet|fid ...] [--json] [-t THREADS] [--min-time SECONDS]\n");
             return 0;
         } else {
             int g = 0;
             while (g < N_GROUPS && strcmp(groups[g].name, argv[i])) g++;
             if (g == N_GROUPS) {
-                fprintf(stderr, "nuance bench: unknown case '%s' (cases: gemm, conv, attention, vae, unet)\n", argv[i]);
+                fprintf(stderr, "nuance bench: unknown case '%s' (cases: gemm, conv, attention, vae, unet, fid)\n", argv[i]);
                 return 2;
             }
             want[g] = any = true;
