@@ -105,6 +105,25 @@ const char *nu_test_fixture(const char *name) {
     return buf;
 }
 
+uint8_t *nu_test_read_file(const char *path, size_t *size) {
+    FILE *fp = fopen(path, "rb");
+    if (!fp) return NULL;
+    long n = -1;
+    if (fseek(fp, 0, SEEK_END) == 0) n = ftell(fp);
+    if (n < 0 || fseek(fp, 0, SEEK_SET) != 0) {
+        fclose(fp);
+        return NULL;
+    }
+    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
+    if (b && fread(b, 1, (size_t)n, fp) != (size_t)n) {
+        free(b);
+        b = NULL;
+    }
+    fclose(fp);
+    *size = (size_t)n;
+    return b;
+}
+
 bool nu_test_quick(void) {
     const char *q = getenv("NU_TEST_QUICK");
     return q && *q && strcmp(q, "0") != 0;

@@ -51,6 +51,9 @@ const char *nu_test_shared_dir(void);
 const char *nu_test_require_shared(const char *what);
 /* Path of a committed fixture: <source>/tests/fixtures/<name> (static buffer). */
 const char *nu_test_fixture(const char *name);
+/* Whole file into a malloc'd buffer (exactly its size, so ASan sees any over-read); NULL if it
+ * cannot be read. */
+uint8_t *nu_test_read_file(const char *path, size_t *size);
 /* NU_TEST_QUICK=1 (sanitizer runs): use smaller sizes. */
 bool nu_test_quick(void);
 /* Deterministic uniform values in [lo, hi) for test inputs. */

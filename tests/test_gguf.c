@@ -32,18 +32,6 @@ static uint64_t rnd(void) {
     return rng_state;
 }
 
-static uint8_t *read_file(const char *path, size_t *size) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    if (fread(b, 1, (size_t)n, fp) != (size_t)n) n = 0;
-    fclose(fp);
-    *size = (size_t)n;
-    return b;
-}
 
 /* ---------------------------------------------------------------- byte builder */
 
@@ -248,7 +236,7 @@ static void test_roundtrip(void) {
 
     /* version 2 has the same layout: patch the version field */
     size_t size;
-    uint8_t *buf = read_file(path, &size);
+    uint8_t *buf = nu_test_read_file(path, &size);
     buf[4] = 2;
     NU_CHECK(nu_gguf_open_memory(buf, size, "v2", &g) == NU_OK && nu_gguf_version(g) == 2 &&
              nu_gguf_tensor_count(g) == n + 1);
@@ -573,7 +561,7 @@ static void test_hostile(void) {
     sweep("hand-built", b.p, b.n, b.n);
     free(b.p);
     size_t size;
-    uint8_t *buf = read_file(tmp_path("rt.gguf"), &size);
+    uint8_t *buf = nu_test_read_file(tmp_path("rt.gguf"), &size);
     if (buf) {
         /* header = everything before the first tensor data; sweep only the first 2 KB of it fully */
         nu_gguf *g;

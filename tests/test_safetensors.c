@@ -34,18 +34,6 @@ static uint64_t rnd(void) {
     return rng_state;
 }
 
-static uint8_t *read_file(const char *path, size_t *size) {
-    FILE *fp = fopen(path, "rb");
-    if (!fp) return NULL;
-    fseek(fp, 0, SEEK_END);
-    long n = ftell(fp);
-    fseek(fp, 0, SEEK_SET);
-    uint8_t *b = malloc(n > 0 ? (size_t)n : 1);
-    if (fread(b, 1, (size_t)n, fp) != (size_t)n) n = 0;
-    fclose(fp);
-    *size = (size_t)n;
-    return b;
-}
 
 /* Builds "<u64 len><header><data>" in a malloc'd buffer. */
 static uint8_t *make_st(const char *header, const void *data, size_t dlen, size_t *size) {
@@ -199,7 +187,7 @@ static void test_roundtrip(void) {
 
     /* the file on disk is 8-byte aligned at the data and its header parses as plain JSON */
     size_t size;
-    uint8_t *b = read_file(path, &size);
+    uint8_t *b = nu_test_read_file(path, &size);
     uint64_t hl = 0;
     for (int i = 7; i >= 0; i--) hl = hl << 8 | b[i];
     NU_CHECK((8 + hl) % 8 == 0);
@@ -515,7 +503,7 @@ static void sweep(const char *name, const uint8_t *buf, size_t size, int n_cuts,
 
 static void test_hostile_small(void) {
     size_t size;
-    uint8_t *b = read_file(tmp_path("rt.safetensors"), &size);
+    uint8_t *b = nu_test_read_file(tmp_path("rt.safetensors"), &size);
     NU_CHECK(b && size > 0);
     if (!b) return;
     /* every truncation; every header byte with a few values */
@@ -623,11 +611,11 @@ static void test_real(void) {
     /* hostile sweeps over the real files (exact-size copies) */
     {
         size_t size;
-        uint8_t *buf = read_file(p_unet, &size);
+        uint8_t *buf = nu_test_read_file(p_unet, &size);
         bool q = nu_test_quick();
         if (buf) sweep("unet f16", buf, size, q ? 60 : 300, q ? 60 : 600);
         free(buf);
-        buf = read_file(p_rng, &size);
+        buf = nu_test_read_file(p_rng, &size);
         if (buf) sweep("rng", buf, size, q ? 40 : 150, q ? 40 : 300);
         free(buf);
     }
