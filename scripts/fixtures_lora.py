@@ -7,7 +7,10 @@ Base layers (tests/fixtures/lora_base.safetensors, F32):
   unet  down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q      Linear 32 -> 64
         down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_out.0  Linear 64 -> 32 + bias
         down_blocks.0.resnets.0.conv1                                   Conv 8 -> 16, 3x3, s1 p1
-        down_blocks.0.downsamplers.0.conv                               Conv 16 -> 16, 3x3, s2 p1
+        down_blocks.0.downsamplers.0.conv                               Conv 32 -> 16, 3x3, s2 p1
+                                                                        (rows of 288: whole q8_0
+                                                                        blocks, so --type q8_0
+                                                                        puts it in matrix form)
         down_blocks.0.attentions.0.proj_in                              Conv 16 -> 16, 1x1
   clip  text_model.encoder.layers.0.self_attn.q_proj                    Linear 32 -> 32 + bias
 LoRA 1: linears rank 4, alpha 2; convs rank 2, alpha 1.5 (LoCon: down [r, in, k, k] with the base
@@ -40,7 +43,7 @@ LAYERS = {
     P + "to_q": ("lin", 32, 64, 1, 1, 0, False, "unet"),
     P + "to_out.0": ("lin", 64, 32, 1, 1, 0, True, "unet"),
     "down_blocks.0.resnets.0.conv1": ("conv", 8, 16, 3, 1, 1, True, "unet"),
-    "down_blocks.0.downsamplers.0.conv": ("conv", 16, 16, 3, 2, 1, True, "unet"),
+    "down_blocks.0.downsamplers.0.conv": ("conv", 32, 16, 3, 2, 1, True, "unet"),
     "down_blocks.0.attentions.0.proj_in": ("conv", 16, 16, 1, 1, 0, True, "unet"),
     "text_model.encoder.layers.0.self_attn.q_proj": ("lin", 32, 32, 1, 1, 0, True, "te"),
 }
@@ -165,7 +168,7 @@ inputs = {
     P + "to_q": torch.randn(2, 5, 32),
     P + "to_out.0": torch.randn(2, 5, 64),
     "down_blocks.0.resnets.0.conv1": torch.randn(2, 8, 9, 9),
-    "down_blocks.0.downsamplers.0.conv": torch.randn(2, 16, 9, 9),
+    "down_blocks.0.downsamplers.0.conv": torch.randn(2, 32, 9, 9),
     "down_blocks.0.attentions.0.proj_in": torch.randn(2, 16, 9, 9),
     "text_model.encoder.layers.0.self_attn.q_proj": torch.randn(2, 5, 32),
 }

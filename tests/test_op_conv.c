@@ -8,6 +8,7 @@
  *      (channel- and W-strided views), f16 weights; 3x3 stride-1 cases run once per algorithm
  *      (auto, im2col/GEMM, F(2,3), F(4,3), forced with nu_conv_set_algo); 1 vs 2 threads must
  *      agree bitwise (work items never depend on the thread count);
+ *   1b. matrix-form weights [K, Cg*KH*KW] (f32, f16, q8_0, q4_0) against the 4-d form;
  *   2. PyTorch fixtures (scripts/fixtures_conv.py -> tests/fixtures/conv.safetensors): conv2d and
  *      conv_transpose2d outputs and dx, dw, db for several parameter sets, fast and reference;
  *   3. finite-difference gradient checks (nu_test_gradcheck) on small shapes.
@@ -222,6 +223,83 @@ static const ccase fast_cases[] = {
     {"convT wino p0 nc",             1, 1, 32, 14, 15, 40, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
 };
 
+/* ================================================================ 1b. matrix-form weights */
+
+/* conv2d with a matrix-form weight [K, Cg*KH*KW] of type t (f32, f16, q8_0, q4_0: the blocks of
+ * the quantized types run along each filter row) against the reference twin of the same conv
+ * with a 4-d f32 weight holding the dequantized values: the two compute the same sums, so the
+ * GEMM / Winograd tolerances above apply; 1 and 2 threads agree bitwise; the reference twin on
+ * the matrix form must equal the 4-d one bitwise (same double accumulation). */
+static void check_matrix_case(const char *name, nu_type t, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
+                              int k, int stride, int pad, int groups) {
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    int64_t Cg = C / groups, row = Cg * k * k;
+    nu_tensor *x = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){N, C, H, W}, 11, 1.f);
+    nu_tensor *wm = random_tensor(ctx, t, 2, (int64_t[]){K, row}, 12, 1.f);
+    nu_tensor *w4 = nu_new_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){K, Cg, k, k});
+    float *deq = malloc(sizeof(float) * (size_t)(K * row));
+    nu_tensor_get_f32(wm, deq);
+    nu_tensor_set_f32(w4, deq);
+    free(deq);
+    nu_tensor *b = random_tensor(ctx, NU_TYPE_F32, 1, (int64_t[]){K}, 13, 1.f);
+    nu_conv2d_params p = nu_conv2d_params_init();
+    p.stride[0] = p.stride[1] = stride;
+    p.padding[0] = p.padding[1] = pad;
+    p.groups = groups;
+    nu_tensor *y4 = nu_conv2d(ctx, x, w4, b, &p);
+    p.kernel[0] = p.kernel[1] = k;
+    nu_tensor *ym = nu_conv2d(ctx, x, wm, b, &p);
+    NU_CHECK(nu_same_shape(y4, ym));
+    nu_graph *g4 = nu_graph_new(ctx), *gm = nu_graph_new(ctx);
+    nu_graph_expand(g4, y4);
+    nu_graph_expand(gm, ym);
+    nu_pool *p1 = nu_pool_new(1), *p2 = nu_pool_new(2);
+    nu_compute_opts o_ref = {.use_ref = true}, o_fast = {.use_ref = false};
+    int64_t n;
+    NU_CHECK(nu_graph_compute_opts(g4, p1, &o_ref) == NU_OK);
+    float *ref = fetch(y4, &n);
+    NU_CHECK(nu_graph_compute_opts(gm, p2, &o_ref) == NU_OK);
+    float *refm = fetch(ym, &n);
+    char nm[200];
+    snprintf(nm, sizeof nm, "matrix %s %s: reference twin, matrix vs 4-d", name, nu_type_name(t));
+    NU_CHECK(nu_test_equal(nm, refm, ref, n));
+    free(refm);
+    static const char *names[] = {"auto", "gemm", "wino2", "wino4"};
+    bool wino = k == 3 && stride == 1 && groups == 1;
+    for (int a = NU_CONV_ALGO_AUTO; a <= (wino ? NU_CONV_ALGO_WINO4 : NU_CONV_ALGO_AUTO); a++) {
+        nu_conv_set_algo(a);
+        NU_CHECK(nu_graph_compute_opts(gm, p1, &o_fast) == NU_OK);
+        float *f1 = fetch(ym, &n);
+        NU_CHECK(nu_graph_compute_opts(gm, p2, &o_fast) == NU_OK);
+        float *f2 = fetch(ym, &n);
+        snprintf(nm, sizeof nm, "matrix %s %s [%s] fast/ref", name, nu_type_name(t), names[a]);
+        NU_CHECK(nu_test_nmse(nm, f1, ref, n, wino ? TOL_WINO : TOL_GEMM));
+        snprintf(nm, sizeof nm, "matrix %s %s [%s] 1/2 threads", name, nu_type_name(t), names[a]);
+        NU_CHECK(nu_test_equal(nm, f2, f1, n));
+        free(f1);
+        free(f2);
+    }
+    nu_conv_set_algo(NU_CONV_ALGO_AUTO);
+    free(ref);
+    nu_pool_free(p1);
+    nu_pool_free(p2);
+    nu_graph_free(g4);
+    nu_graph_free(gm);
+    nu_ctx_free(ctx);
+}
+
+static void test_matrix_form(void) {
+    static const nu_type types[] = {NU_TYPE_F32, NU_TYPE_F16, NU_TYPE_Q8_0, NU_TYPE_Q4_0};
+    for (int i = 0; i < 4; i++) {
+        nu_type t = types[i];
+        check_matrix_case("3x3 s1 p1 32->40 17x19", t, 2, 32, 17, 19, 40, 3, 1, 1, 1);
+        check_matrix_case("3x3 s2 p1 32->24 15x16", t, 1, 32, 15, 16, 24, 3, 2, 1, 1);
+        check_matrix_case("1x1 64->48 9x7", t, 2, 64, 9, 7, 48, 1, 1, 0, 1);
+        check_matrix_case("3x3 groups 2 64->16 8x9", t, 1, 64, 8, 9, 16, 3, 1, 1, 2);
+        if (nu_test_quick()) break;
+    }
+}
+
 /* ================================================================ 2. PyTorch fixtures */
 
 /* Fixture cases are listed in the file's metadata: "cases" = "c0 c1 ...", and for each case
@@ -400,6 +478,7 @@ int main(void) {
         if (nu_test_quick() && (i % 4 || fast_cases[i].C > 64)) continue;
         check_case(&fast_cases[i]);
     }
+    test_matrix_form();
     test_fixtures();
     test_gradcheck();
     return nu_test_summary("test_op_conv");

@@ -251,10 +251,18 @@ nu_tensor *nu_matmul(nu_ctx *ctx, nu_tensor *a, nu_tensor *b, bool trans_a, bool
 /* x [..., in] @ w[out, in]^T + bias[out] (bias may be NULL) — torch.nn.Linear */
 nu_tensor *nu_linear(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tensor *bias);
 
-/* convolutions, NCHW / OIHW as torch.nn.functional.conv2d. bias may be NULL. */
+/* convolutions, NCHW / OIHW as torch.nn.functional.conv2d. bias may be NULL. Weights f32, f16
+ * or bf16 [O, I/groups, KH, KW]; conv2d also takes a weight in matrix form: [O, I/groups*KH*KW]
+ * (each output channel's filter as one row, the OIHW order) of any weight type, block-quantized
+ * ones included (q8_0, q4_0, ...: the blocks run along the row; the row length must be a
+ * multiple of 32), with kernel[] giving KH, KW. Matrix-form weights are for inference: conv2d
+ * has no backward rule for them. Non-f32 weights are dequantized one filter (or tile) at a time
+ * inside the kernel, never copied whole to f32. */
 typedef struct nu_conv2d_params {
     int stride[2], padding[2], dilation[2], groups;
     int output_padding[2]; /* conv_transpose2d only */
+    int kernel[2];         /* KH, KW: required for a matrix-form weight; 0 or equal to the
+                              weight's otherwise */
 } nu_conv2d_params;
 nu_conv2d_params nu_conv2d_params_init(void); /* stride 1, padding 0, dilation 1, groups 1 */
 nu_tensor *nu_conv2d(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tensor *bias, const nu_conv2d_params *p);

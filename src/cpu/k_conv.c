@@ -27,7 +27,7 @@
 #include "cpu/gemm.h"
 #include "cpu/k_conv.h"
 
-enum { P_STRIDE = 0, P_PAD = 2, P_DIL = 4, P_GROUPS = 6, P_OUTPAD = 7 };
+enum { P_STRIDE = 0, P_PAD = 2, P_DIL = 4, P_GROUPS = 6, P_OUTPAD = 7, P_KSIZE = 9 }; /* op_conv.c and k_conv.c */
 
 /* Column-tile budget in floats per thread (4 MiB). Measured (one thread, 3x3 convs): 128K
  * floats gives 72-86 GFLOP/s on 320..640 channels, 1M floats 82-90: wider pixel tiles make
@@ -66,8 +66,13 @@ static void node_geom(const nu_tensor *dst, nu_conv_geom *g, conv_roles *r) {
     g->K = r->b->ne[1];
     g->Ho = r->b->ne[2];
     g->Wo = r->b->ne[3];
-    g->KH = r->w->ne[2];
-    g->KW = r->w->ne[3];
+    if (r->w->ndim == 2) { /* matrix-form conv2d weight [K, Cg*KH*KW] (op_conv.c) */
+        g->KH = dst->params[P_KSIZE];
+        g->KW = dst->params[P_KSIZE + 1];
+    } else {
+        g->KH = r->w->ne[2];
+        g->KW = r->w->ne[3];
+    }
     g->sh = dst->params[P_STRIDE];
     g->sw = dst->params[P_STRIDE + 1];
     g->ph = dst->params[P_PAD];
@@ -77,7 +82,8 @@ static void node_geom(const nu_tensor *dst, nu_conv_geom *g, conv_roles *r) {
     g->G = dst->params[P_GROUPS];
     g->Cg = g->C / g->G;
     g->Kg = g->K / g->G;
-    NU_ASSERT(r->b->ne[0] == g->N && r->w->ne[0] == g->K && r->w->ne[1] == g->Cg);
+    NU_ASSERT(r->b->ne[0] == g->N && r->w->ne[0] == g->K);
+    NU_ASSERT(r->w->ndim == 2 ? r->w->ne[1] == g->Cg * g->KH * g->KW : r->w->ne[1] == g->Cg);
 }
 
 /* Output positions o in [0, n_out) with 0 <= o*stride + off < n_in are [*lo, *hi). */
@@ -106,14 +112,40 @@ static float load_float(nu_type t, const char *p) {
     }
 }
 
-/* Weights are read in place when f32 and contiguous; otherwise converted once per run into
- * the head of the work buffer (this one layer's weight, not the model). */
-static bool weight_needs_copy(const nu_tensor *w) { return !(w->type == NU_TYPE_F32 && nu_is_contiguous(w)); }
+/* How a conv reads its weight (conv_plan.wmode):
+ *   W_VIEW: f32 with each output channel's filter one packed row: read in place;
+ *   W_ROWS: conv2d with another type (f16, bf16, or q8_0/q4_0/... in matrix form) and packed
+ *           rows: read row by row, never copied whole. The GEMM path hands the rows to
+ *           nu_gemm_part as its typed operand (dequantized tile by tile); Winograd and the
+ *           reference twin dequantize one filter row at a time into per-thread scratch;
+ *   W_COPY: anything else (strided views; conv_transpose2d with a non-f32 weight): converted once
+ *           per run into the head of the work buffer (this one layer's weight, not the model). */
+enum { W_VIEW, W_ROWS, W_COPY };
+
+/* Each output channel's filter (Cg*KH*KW values, OIHW order) is contiguous, rows nb[0] apart. */
+static bool rows_packed(const nu_tensor *w) {
+    size_t es = nu_type_info(w->type)->size;
+    if (w->ndim == 2) return w->nb[1] == (int64_t)es;
+    return w->nb[3] == (int64_t)es && w->nb[2] == w->ne[3] * w->nb[3] && w->nb[1] == w->ne[2] * w->nb[2];
+}
+
+static int weight_mode(const nu_tensor *w, bool conv2d) {
+    if (!rows_packed(w)) return W_COPY;
+    if (w->type == NU_TYPE_F32) return W_VIEW;
+    return conv2d ? W_ROWS : W_COPY;
+}
+
+/* Filter row o of a W_ROWS weight as f32: dequantized into `buf` (Cg*KH*KW floats). */
+static const float *weight_row(const nu_tensor *w, int64_t o, int64_t n, float *buf, bool fast) {
+    nu_dequant_row(w->type, (const char *)w->data + o * w->nb[0], buf, n, fast);
+    return buf;
+}
 
 static void weight_copy(const nu_compute_params *p, const nu_tensor *w, float *dst) {
+    NU_ASSERT(w->ndim == 4);
     int64_t lo, hi, per = w->ne[1] * w->ne[2] * w->ne[3];
     nu_split(w->ne[0], p->ith, p->nth, &lo, &hi);
-    if (nu_is_contiguous(w)) {
+    if (rows_packed(w)) {
         /* one output channel's [C, KH, KW] is one contiguous row: vectorised conversion (F16C for
          * f16; measured 1.6 s of CPU per SD 1.5 UNet step with the scalar loop below) */
         for (int64_t k = lo; k < hi; k++)
@@ -132,13 +164,21 @@ static void weight_copy(const nu_compute_params *p, const nu_tensor *w, float *d
 
 /* ---------------------------------------------------------------- reference twins */
 
-/* B = conv(A, W) + bias. Items: (n, k). */
+/* B = conv(A, W) + bias. Items: (n, k). wt: a W_ROWS weight (then w is unused and `row`
+ * holds one dequantized filter), or NULL. */
 static void fwd_ref(const nu_compute_params *p, const nu_conv_geom *g, nu_conv_view4 a, nu_conv_view4 w,
-                    const float *bias, float *b) {
+                    const nu_tensor *wt, float *row, const float *bias, float *b) {
     int64_t lo, hi;
     nu_split(g->N * g->K, p->ith, p->nth, &lo, &hi);
     for (int64_t it = lo; it < hi; it++) {
         int64_t n = it / g->K, k = it % g->K, gi = k / g->Kg;
+        if (wt) { /* this filter as a view with its own origin */
+            w.p = weight_row(wt, k, g->Cg * g->KH * g->KW, row, false);
+            w.s[0] = 0;
+            w.s[1] = g->KH * g->KW;
+            w.s[2] = g->KW;
+            w.s[3] = 1;
+        }
         float *out = b + it * g->Ho * g->Wo;
         for (int64_t oy = 0; oy < g->Ho; oy++)
             for (int64_t ox = 0; ox < g->Wo; ox++) {
@@ -310,8 +350,11 @@ typedef struct conv_plan {
     int64_t mb, nmb;    /* block of B's group channels and count                            */
     nu_conv_geom wg;    /* Winograd geometry (for adj: the equivalent conv2d)               */
     nu_wino_plan wino;
-    size_t wcopy;       /* floats for a converted weight (0: read in place)                 */
+    int wmode;          /* W_VIEW, W_ROWS or W_COPY                                         */
+    size_t wcopy;       /* floats for a converted weight (W_COPY), at the work buffer's head */
     size_t per_thread;  /* floats of private scratch per thread                             */
+    size_t wrow;        /* W_ROWS: floats per thread for filter rows or typed-GEMM tiles    */
+    size_t gwork;       /* W_ROWS GEMM path: of wrow, floats of nu_gemm_part scratch        */
 } conv_plan;
 
 static int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
@@ -367,13 +410,30 @@ static int choose_wino(const nu_conv_geom *g) {
     return 0;
 }
 
-static void plan_common(conv_plan *pl, const conv_roles *r, const nu_conv_geom *g) {
+static void plan_common(conv_plan *pl, const conv_roles *r, const nu_conv_geom *g, bool conv2d) {
     memset(pl, 0, sizeof *pl);
-    pl->wcopy = weight_needs_copy(r->w) ? nu_conv_align16((size_t)(g->K * g->Cg * g->KH * g->KW)) : 0;
+    size_t ckk = (size_t)(g->Cg * g->KH * g->KW);
+    pl->wmode = weight_mode(r->w, conv2d);
+    pl->wcopy = pl->wmode == W_COPY ? nu_conv_align16((size_t)g->K * ckk) : 0;
+    pl->wrow = pl->wmode == W_ROWS ? nu_conv_align16(ckk) : 0; /* one filter (Winograd, reference) */
+}
+
+/* The typed GEMM of a W_ROWS item (fwd_gemm): C'[qn, mn] = col[CKK, qn]^T W[mn rows, CKK]^T. */
+static nu_gemm_args typed_gemm_args(const nu_tensor *w, int64_t qn, int64_t mn, int64_t CKK) {
+    nu_gemm_args ga = {0};
+    ga.M = qn;
+    ga.N = mn;
+    ga.K = CKK;
+    ga.ta = ga.tb = true;
+    ga.btype = w->type;
+    ga.ldb = (size_t)w->nb[0];
+    ga.ldc = mn;
+    ga.alpha = 1.f;
+    return ga;
 }
 
 static void plan_fwd(const nu_conv_geom *g, const conv_roles *r, conv_plan *pl) {
-    plan_common(pl, r, g);
+    plan_common(pl, r, g, true);
     int m = choose_wino(g);
     if (m && nu_wino_plan_make(g, m, &pl->wino)) {
         pl->alg = ALG_WINO;
@@ -391,10 +451,19 @@ static void plan_fwd(const nu_conv_geom *g, const conv_roles *r, conv_plan *pl) 
     pl->mb = split_block(g->Kg, cdiv(MIN_ITEMS, items), 32, 16);
     pl->nmb = cdiv(g->Kg, pl->mb);
     pl->per_thread = pl->direct ? 0 : nu_conv_align16((size_t)(CKK * pl->pb));
+    if (pl->wmode == W_ROWS) {
+        /* nu_gemm_part's scratch (the largest of a full and a small last pixel block) and the
+         * transposed output tile C' [pb, mb] */
+        nu_gemm_args big = typed_gemm_args(r->w, pl->pb, pl->mb, CKK), small = typed_gemm_args(r->w, 1, pl->mb, CKK);
+        size_t gw = nu_gemm_thread_work(&big), gs = nu_gemm_thread_work(&small);
+        pl->gwork = nu_conv_align16((gw > gs ? gw : gs) / sizeof(float));
+        size_t need = pl->gwork + nu_conv_align16((size_t)(pl->pb * pl->mb));
+        if (need > pl->wrow) pl->wrow = need;
+    }
 }
 
 static void plan_adj(const nu_conv_geom *g, const conv_roles *r, int64_t outpad_h, int64_t outpad_w, conv_plan *pl) {
-    plan_common(pl, r, g);
+    plan_common(pl, r, g, false);
     /* stride-1 3x3: A = conv2d(B, flip(W)^T) with padding 2 - p (exact when no output padding) */
     if (outpad_h == 0 && outpad_w == 0 && g->ph <= 2 && g->pw <= 2) {
         nu_conv_geom e = *g;
@@ -453,14 +522,17 @@ static void plan_node(const nu_tensor *dst, nu_conv_geom *g, conv_roles *r, conv
     }
 }
 
+/* Floats of the algorithm's scratch (after wcopy; the W_ROWS per-thread rows follow it). */
+static size_t alg_floats(const conv_plan *pl, int nth) {
+    return pl->alg == ALG_WINO ? pl->wino.bytes / sizeof(float) : pl->per_thread * (size_t)nth;
+}
+
 static size_t conv_work_size(const nu_tensor *dst, int nth) {
     nu_conv_geom g;
     conv_roles r;
     conv_plan pl;
     plan_node(dst, &g, &r, &pl);
-    size_t floats = pl.wcopy + pl.per_thread * (size_t)nth;
-    if (pl.alg == ALG_WINO) floats = pl.wcopy + pl.wino.bytes / sizeof(float);
-    return floats * sizeof(float);
+    return (pl.wcopy + alg_floats(&pl, nth) + pl.wrow * (size_t)nth) * sizeof(float);
 }
 
 /* ---------------------------------------------------------------- GEMM paths */
@@ -470,9 +542,23 @@ static void fill_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const f
         for (int64_t q = 0; q < cols; q++) c[r * ldc + q] = bias[r];
 }
 
-/* B = conv(A, W) + bias. Items (n, group, pixel block, out-channel block). */
+/* c[j, i] (+)= t[i, j] + bias[j] for i < qn, j < mn: the transposed tile of the typed GEMM into
+ * B's [K, P] layout (ldc = P), 16 x 16 blocks. */
+static void store_transposed(const float *t, int64_t qn, int64_t mn, float *c, int64_t ldc, const float *bias) {
+    for (int64_t j0 = 0; j0 < mn; j0 += 16)
+        for (int64_t i0 = 0; i0 < qn; i0 += 16) {
+            int64_t j1 = imin(j0 + 16, mn), i1 = imin(i0 + 16, qn);
+            for (int64_t j = j0; j < j1; j++) {
+                float bj = bias ? bias[j] : 0.f;
+                for (int64_t i = i0; i < i1; i++) c[j * ldc + i] = t[i * mn + j] + bj;
+            }
+        }
+}
+
+/* B = conv(A, W) + bias. Items (n, group, pixel block, out-channel block). W: f32 rows at `w`
+ * (W_VIEW, W_COPY), or the typed rows of `wt` (W_ROWS) with `tws` this thread's wrow floats. */
 static void fwd_gemm(const nu_compute_params *p, const nu_conv_geom *g, const conv_plan *pl, nu_conv_view4 a,
-                     const float *w, const float *bias, float *b, float *scratch) {
+                     const float *w, const nu_tensor *wt, float *tws, const float *bias, float *b, float *scratch) {
     int64_t P = g->Ho * g->Wo, CKK = g->Cg * g->KH * g->KW;
     int64_t lo, hi, last = -1;
     nu_split(g->N * g->G * pl->npb * pl->nmb, p->ith, p->nth, &lo, &hi);
@@ -495,6 +581,16 @@ static void fwd_gemm(const nu_compute_params *p, const nu_conv_geom *g, const co
         }
         int64_t k0 = gi * g->Kg + m0;
         float *c = b + (n * g->K + k0) * P + q0;
+        if (wt) {
+            nu_gemm_args ga = typed_gemm_args(wt, qn, mn, CKK);
+            ga.a = bm;
+            ga.lda = ldb;
+            ga.b = (const char *)wt->data + k0 * wt->nb[0];
+            ga.c = tws + pl->gwork;
+            nu_gemm_part(&ga, 0, 1, tws, true);
+            store_transposed(ga.c, qn, mn, c, P, bias ? bias + k0 : NULL);
+            continue;
+        }
         if (bias) fill_rows(c, mn, qn, P, bias + k0);
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)mn, (int)qn, (int)CKK, 1.f, w + k0 * CKK,
                     (int)CKK, bm, (int)ldb, bias ? 1.f : 0.f, c, (int)P);
@@ -594,17 +690,26 @@ static void wgrad_gemm(const nu_compute_params *p, const nu_conv_geom *g, const 
 
 static const float *bias_ptr(const nu_tensor *bias) { return bias ? (const float *)bias->data : NULL; }
 
-/* Phase 0 of the forward ops: a converted weight copy when needed. Returns W as a view. */
-static nu_conv_view4 weight_view(const nu_compute_params *p, const conv_roles *r, const conv_plan *pl) {
+/* Phase 0 of the forward ops: W as an f32 view, converted into the head of the work buffer for
+ * W_COPY. For W_ROWS the view is unused (p = NULL). */
+static nu_conv_view4 weight_view(const nu_compute_params *p, const conv_roles *r, const nu_conv_geom *g,
+                                 const conv_plan *pl) {
     const nu_tensor *w = r->w;
-    if (pl->wcopy) {
-        float *dst = (float *)p->wdata;
-        weight_copy(p, w, dst);
+    int64_t KK = g->KH * g->KW;
+    nu_conv_view4 v = {NULL, {g->Cg * KK, KK, g->KW, 1}};
+    switch (pl->wmode) {
+    case W_COPY:
+        v.p = (float *)p->wdata;
+        weight_copy(p, w, (float *)p->wdata);
         nu_compute_barrier(p);
-        nu_conv_view4 v = {dst, {w->ne[1] * w->ne[2] * w->ne[3], w->ne[2] * w->ne[3], w->ne[3], 1}};
-        return v;
+        break;
+    case W_VIEW:
+        v.p = (const float *)w->data;
+        v.s[0] = w->nb[0] / (int64_t)sizeof(float);
+        break;
+    default: break;
     }
-    return view_of(w);
+    return v;
 }
 
 static void k_conv2d(const nu_compute_params *p, nu_tensor *dst) {
@@ -612,15 +717,19 @@ static void k_conv2d(const nu_compute_params *p, nu_tensor *dst) {
     conv_roles r;
     conv_plan pl;
     plan_node(dst, &g, &r, &pl);
-    nu_conv_view4 w = weight_view(p, &r, &pl);
+    nu_conv_view4 w = weight_view(p, &r, &g, &pl);
     nu_conv_view4 a = view_of(r.a);
     float *work = (float *)p->wdata + pl.wcopy;
+    const nu_tensor *wt = pl.wmode == W_ROWS ? r.w : NULL;
+    float *tws = wt ? work + alg_floats(&pl, p->nth) + pl.wrow * (size_t)p->ith : NULL;
     if (!nu_cpu_use_fast(p)) {
-        fwd_ref(p, &g, a, w, bias_ptr(r.bias), (float *)dst->data);
+        fwd_ref(p, &g, a, w, wt, tws, bias_ptr(r.bias), (float *)dst->data);
     } else if (pl.alg == ALG_WINO) {
-        nu_wino_run(p, &pl.wg, &pl.wino, a, w, bias_ptr(r.bias), (float *)dst->data, work);
+        nu_conv_wrows wr = {wt, tws};
+        nu_wino_run(p, &pl.wg, &pl.wino, a, w, wt ? &wr : NULL, bias_ptr(r.bias), (float *)dst->data, work);
     } else {
-        fwd_gemm(p, &g, &pl, a, w.p, bias_ptr(r.bias), (float *)dst->data, work + pl.per_thread * (size_t)p->ith);
+        fwd_gemm(p, &g, &pl, a, w.p, wt, tws, bias_ptr(r.bias), (float *)dst->data,
+                 work + pl.per_thread * (size_t)p->ith);
     }
 }
 
@@ -629,7 +738,7 @@ static void k_conv_transpose2d(const nu_compute_params *p, nu_tensor *dst) {
     conv_roles r;
     conv_plan pl;
     plan_node(dst, &g, &r, &pl);
-    nu_conv_view4 w = weight_view(p, &r, &pl);
+    nu_conv_view4 w = weight_view(p, &r, &g, &pl);
     nu_conv_view4 bv = view_of(r.b);
     float *work = (float *)p->wdata + pl.wcopy;
     if (!nu_cpu_use_fast(p)) {
@@ -637,7 +746,7 @@ static void k_conv_transpose2d(const nu_compute_params *p, nu_tensor *dst) {
     } else if (pl.alg == ALG_WINO) {
         /* filter(o = A channel c, i = B channel k)[i][j] = W[k][c][2-i][2-j] */
         nu_conv_view4 wf = {w.p + 2 * w.s[2] + 2 * w.s[3], {w.s[1], w.s[0], -w.s[2], -w.s[3]}};
-        nu_wino_run(p, &pl.wg, &pl.wino, bv, wf, bias_ptr(r.bias), (float *)dst->data, work);
+        nu_wino_run(p, &pl.wg, &pl.wino, bv, wf, NULL, bias_ptr(r.bias), (float *)dst->data, work);
     } else {
         adj_gemm(p, &g, &pl, bv, w.p, bias_ptr(r.bias), (float *)dst->data, work + pl.per_thread * (size_t)p->ith);
     }

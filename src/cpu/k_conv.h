@@ -37,11 +37,20 @@ typedef struct nu_wino_plan {
     size_t off_u, off_v, off_m, bytes; /* float offsets into the work buffer; bytes */
 } nu_wino_plan;
 
+/* A conv2d weight read one output channel at a time (k_conv.c's W_ROWS): filter o is the packed
+ * row of `w` at data + o * nb[0] (C*9 values of w->type, OIHW order), dequantized into `row`,
+ * the calling thread's own C*9 floats. */
+typedef struct nu_conv_wrows {
+    const nu_tensor *w;
+    float *row;
+} nu_conv_wrows;
+
 /* Fills *pl for m (2 or 4) and returns true, or returns false if the shape does not qualify. */
 bool nu_wino_plan_make(const nu_conv_geom *g, int m, nu_wino_plan *pl);
-/* Runs on every thread of p (contains barriers). bias may be NULL. work: at least pl->bytes. */
+/* Runs on every thread of p (contains barriers). The filters come from the f32 view w, or from
+ * wr when not NULL. bias may be NULL. work: at least pl->bytes. */
 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_wino_plan *pl, nu_conv_view4 a,
-                 nu_conv_view4 w, const float *bias, float *b_out, float *work);
+                 nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, float *b_out, float *work);
 
 /* Algorithm override for tests and benchmarks (process-wide; AUTO by default). A forced
  * Winograd variant applies only where the shape allows it; elsewhere AUTO's choice is used. */

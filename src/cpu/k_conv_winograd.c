@@ -23,6 +23,7 @@
 #include <cblas.h>
 #include <immintrin.h>
 
+#include "cpu/gemm.h"
 #include "cpu/k_conv.h"
 
 #define NU_AVX2 __attribute__((target("avx2,fma")))
@@ -329,7 +330,7 @@ WINO_SPECIALISE(2)
 /* ---------------------------------------------------------------- driver */
 
 NU_AVX2 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_wino_plan *pl, nu_conv_view4 a,
-                         nu_conv_view4 w, const float *bias, float *b_out, float *work) {
+                         nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, float *b_out, float *work) {
     int m = pl->m;
     int64_t an = m + 2, T = an * an;
     /* the weight gathers index 8 input channels with int32 offsets */
@@ -360,12 +361,26 @@ NU_AVX2 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, cons
         for (int64_t kbi = 0; kbi < nkb; kbi++) {
             int64_t k0 = kbi * pl->kb, kn = g->K - k0 < pl->kb ? g->K - k0 : pl->kb;
             if (nkb > 1 || ci == 0) {
-                /* weight transform: items (output channel, group of 8 input channels) */
-                nu_split(kn * ncg, p->ith, p->nth, &lo, &hi);
-                for (int64_t it = lo; it < hi; it++) {
-                    int64_t ol = it / ncg, c = (it % ncg) * 8;
-                    if (m == 4) weight_filters4(g, w, k0 + ol, c, g->C - c, U, ol, ldu, stream);
-                    else weight_filters2(g, w, k0 + ol, c, g->C - c, U, ol, ldu, stream);
+                if (wr) {
+                    /* typed weights: items (output channel), its filter row dequantized first */
+                    nu_split(kn, p->ith, p->nth, &lo, &hi);
+                    nu_conv_view4 v = {wr->row, {0, 9, 3, 1}};
+                    for (int64_t ol = lo; ol < hi; ol++) {
+                        nu_dequant_row(wr->w->type, (const char *)wr->w->data + (k0 + ol) * wr->w->nb[0], wr->row,
+                                       g->C * 9, true);
+                        for (int64_t c = 0; c < g->C; c += 8) {
+                            if (m == 4) weight_filters4(g, v, 0, c, g->C - c, U, ol, ldu, stream);
+                            else weight_filters2(g, v, 0, c, g->C - c, U, ol, ldu, stream);
+                        }
+                    }
+                } else {
+                    /* weight transform: items (output channel, group of 8 input channels) */
+                    nu_split(kn * ncg, p->ith, p->nth, &lo, &hi);
+                    for (int64_t it = lo; it < hi; it++) {
+                        int64_t ol = it / ncg, c = (it % ncg) * 8;
+                        if (m == 4) weight_filters4(g, w, k0 + ol, c, g->C - c, U, ol, ldu, stream);
+                        else weight_filters2(g, w, k0 + ol, c, g->C - c, U, ol, ldu, stream);
+                    }
                 }
                 if (stream) _mm_sfence(); /* order the streaming stores before the barrier */
                 nu_compute_barrier(p);

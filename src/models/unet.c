@@ -532,6 +532,7 @@ static nu_tensor *conv(ub *b, nu_tensor *x, const char *p, int64_t in, int64_t o
     nu_conv2d_params cp = nu_conv2d_params_init();
     cp.stride[0] = cp.stride[1] = stride;
     cp.padding[0] = cp.padding[1] = pad;
+    cp.kernel[0] = cp.kernel[1] = k; /* for a matrix-form (block-quantized) weight */
     return nu_lora_conv2d(b->nn.lora, b->ctx, "unet", p, x, nu_conv2d(b->ctx, x, w, bb, &cp), stride, pad);
 }
 
@@ -1020,11 +1021,19 @@ static void collect(const char *name, int ndim, const int64_t *ne, void *user) {
     snprintf(s->name, sizeof s->name, "%s", name);
     s->ndim = ndim;
     memcpy(s->ne, ne, sizeof(int64_t) * (size_t)ndim);
-    /* as checkpoints store them: 1-D parameters f32 (a few MB), convs in the float type, Linear
-     * matrices in the requested type (q8_0 needs rows that are whole blocks) */
+    /* as --type leaves them after loading (nu_weights_set_matrix_type): 1-D parameters f32 (a
+     * few MB), weights whose rows are whole blocks in the requested type (conv weights of a
+     * block type in matrix form [O, I*KH*KW]), the others (conv_in's 4*9 rows) in f16 */
     nu_type t = l->matrix_type;
+    int64_t row = 1;
+    for (int d = 1; d < ndim; d++) row *= ne[d];
     if (ndim == 1) t = NU_TYPE_F32;
-    else if (nu_type_info(t)->is_quant && (ndim != 2 || ne[1] % 32)) t = NU_TYPE_F16;
+    else if (nu_type_info(t)->is_quant && row % 32) t = NU_TYPE_F16;
+    else if (nu_type_info(t)->is_quant && ndim == 4) {
+        s->ndim = ndim = 2;
+        s->ne[1] = ne[1] * ne[2] * ne[3];
+        ne = s->ne;
+    }
     s->type = t;
     int64_t ne_all = 1;
     for (int d = 0; d < ndim; d++) ne_all *= ne[d];
@@ -1197,8 +1206,8 @@ static double graph_flops(const nu_graph *g) {
     for (int i = 0; i < nu_graph_n_nodes(g); i++) {
         const nu_tensor *t = nu_graph_node(g, i);
         if (t->op == NU_OP_CONV2D) { /* 2 * out elements * Cin/groups * KH * KW */
-            const nu_tensor *w = t->src[1];
-            fl += 2.0 * (double)nu_nelements(t) * (double)(w->ne[1] * w->ne[2] * w->ne[3]);
+            const nu_tensor *w = t->src[1]; /* [O, Cg, KH, KW] or matrix form [O, Cg*KH*KW] */
+            fl += 2.0 * (double)nu_nelements(t) * (double)(nu_nelements(w) / w->ne[0]);
         } else if (t->op == NU_OP_MATMUL) { /* 2 * out elements * K */
             const nu_tensor *a = t->src[0];
             fl += 2.0 * (double)nu_nelements(t) * (double)(t->params[0] ? a->ne[a->ndim - 2] : a->ne[a->ndim - 1]);

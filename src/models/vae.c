@@ -76,6 +76,7 @@ static nu_tensor *conv(nu_nn *nn, nu_tensor *x, const char *prefix, int64_t cin,
     nu_conv2d_params p = nu_conv2d_params_init();
     p.stride[0] = p.stride[1] = stride;
     p.padding[0] = p.padding[1] = pad;
+    p.kernel[0] = p.kernel[1] = k; /* for a matrix-form (block-quantized) weight */
     return nu_conv2d(nn->ctx, x, w, b, &p);
 }
 

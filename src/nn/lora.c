@@ -111,6 +111,8 @@ typedef struct pending {
     int target;
     const char *name; /* in the target's index */
     nu_tensor *down, *up, *base;
+    int bndim;     /* the base layer's shape as the model sees it (a conv weight converted */
+    int64_t bne[4]; /* to matrix form is still [out, in, kh, kw]; nu_weights_logical_shape) */
     float scale;
 } pending;
 
@@ -121,16 +123,16 @@ static void shape_of(const nu_tensor *t, char *buf, size_t len) { nu_shape_str(t
 /* Checks down/up against the base layer: base [out, in] takes down [r, in] or [r, in, 1, 1];
  * base [out, in, kh, kw] takes down [r, in, kh, kw] (or [r, in] when kh = kw = 1); up is
  * [out, r] or [out, r, 1, 1]. */
-static bool shapes_fit(const nu_tensor *base, const nu_tensor *d, const nu_tensor *u) {
-    if (base->ndim != 2 && base->ndim != 4) return false;
-    int64_t out = base->ne[0], in = base->ne[1];
-    bool k1 = base->ndim == 2 || (base->ne[2] == 1 && base->ne[3] == 1);
+static bool shapes_fit(int bndim, const int64_t *bne, const nu_tensor *d, const nu_tensor *u) {
+    if (bndim != 2 && bndim != 4) return false;
+    int64_t out = bne[0], in = bne[1];
+    bool k1 = bndim == 2 || (bne[2] == 1 && bne[3] == 1);
     int64_t r = d->ne[0];
     if (r < 1 || d->ne[1] != in) return false;
     if (d->ndim == 2) {
         if (!k1) return false;
     } else if (d->ndim == 4) {
-        int64_t kh = base->ndim == 4 ? base->ne[2] : 1, kw = base->ndim == 4 ? base->ne[3] : 1;
+        int64_t kh = bndim == 4 ? bne[2] : 1, kw = bndim == 4 ? bne[3] : 1;
         if (d->ne[2] != kh || d->ne[3] != kw) return false;
     } else {
         return false;
@@ -169,16 +171,15 @@ static nu_status commit(nu_lora_set *s, nu_weights *lw, pending *p, int np) {
     char key[NU_LORA_MAX_KEY + 16];
     for (int i = 0; i < np; i++) {
         const pending *q = &p[i];
-        const nu_tensor *b = q->base;
-        int64_t out = b->ne[0], in = b->ne[1], r = q->down->ne[0];
-        int64_t kh = b->ndim == 4 ? b->ne[2] : 1, kw = b->ndim == 4 ? b->ne[3] : 1;
+        int64_t out = q->bne[0], in = q->bne[1], r = q->down->ne[0];
+        int64_t kh = q->bndim == 4 ? q->bne[2] : 1, kw = q->bndim == 4 ? q->bne[3] : 1;
         mod m = {q->target, strdup(q->name), NULL, NULL, NULL, NULL, q->scale, -1};
         if (!m.name) return nu_error(NU_ERR_NOMEM, "lora: out of memory");
         if (kh == 1 && kw == 1) {
             m.lin_down = nu_new_tensor_ext(s->ctx, q->down->type, 2, (int64_t[]){r, in}, q->down->data);
             m.lin_up = nu_new_tensor_ext(s->ctx, q->up->type, 2, (int64_t[]){out, r}, q->up->data);
         }
-        if (b->ndim == 4) {
+        if (q->bndim == 4) {
             m.conv_down = nu_new_tensor_ext(s->ctx, q->down->type, 4, (int64_t[]){r, in, kh, kw}, q->down->data);
             m.conv_up = nu_new_tensor_ext(s->ctx, q->up->type, 4, (int64_t[]){out, r, 1, 1}, q->up->data);
         }
@@ -220,13 +221,16 @@ static nu_status check_layer(nu_lora_set *s, nu_weights *lw, const char *path, c
     p->down = nu_weights_get(lw, dkey);
     p->up = nu_weights_get(lw, ukey);
     if (!p->base) return nu_error(NU_ERR_FORMAT, "lora: %s: %s: cannot read the base tensor %s", path, dkey, p->name);
+    int64_t bne[NU_MAX_DIMS] = {0};
+    p->bndim = nu_weights_logical_shape(t->w, p->name, bne);
+    memcpy(p->bne, bne, sizeof p->bne);
     if (!p->down || !p->up) return nu_error(NU_ERR_FORMAT, "lora: %s: cannot read %s", path, p->down ? ukey : dkey);
     if (!float_type(p->down->type) || !float_type(p->up->type))
         return nu_error(NU_ERR_UNSUPPORTED, "lora: %s: %s is %s, %s is %s (f32, f16 or bf16 expected)", path, dkey,
                         nu_type_name(p->down->type), ukey, nu_type_name(p->up->type));
     if (!nu_is_contiguous(p->down) || !nu_is_contiguous(p->up))
         return nu_error(NU_ERR_FORMAT, "lora: %s: %s is not contiguous", path, dkey);
-    if (!shapes_fit(p->base, p->down, p->up)) {
+    if (!shapes_fit(p->bndim, p->bne, p->down, p->up)) {
         char ds[96], us[96], bs[96];
         shape_of(p->down, ds, sizeof ds);
         shape_of(p->up, us, sizeof us);

@@ -36,9 +36,15 @@ static nu_tensor *lookup(nu_nn *nn, bool required, int ndim, const int64_t *ne, 
     nu_tensor *t = nu_weights_get(nn->w, name);
     bool ok = t != NULL;
     if (t) {
-        /* shapes must match; a [N] bias stored as [N, 1, 1, ...] or a scalar stored 0-d is not accepted */
-        ok = t->ndim == ndim;
-        for (int d = 0; ok && d < ndim; d++) ok = t->ne[d] == ne[d];
+        /* shapes must match; a [N] bias stored as [N, 1, 1, ...] or a scalar stored 0-d is not
+         * accepted. A conv weight [O, I, KH, KW] may come in matrix form [O, I*KH*KW] (converted
+         * to a block type at load time; nu_conv2d takes it with the kernel size). */
+        if (ndim == 4 && t->ndim == 2) {
+            ok = t->ne[0] == ne[0] && t->ne[1] == ne[1] * ne[2] * ne[3];
+        } else {
+            ok = t->ndim == ndim;
+            for (int d = 0; ok && d < ndim; d++) ok = t->ne[d] == ne[d];
+        }
         if (!ok) {
             char got[128], want[128] = "[";
             nu_shape_str(t, got, sizeof got);
@@ -101,6 +107,7 @@ nu_tensor *nu_nn_conv2d(nu_nn *nn, nu_tensor *x, const char *prefix, int64_t in,
     nu_conv2d_params p = nu_conv2d_params_init();
     p.stride[0] = p.stride[1] = stride;
     p.padding[0] = p.padding[1] = pad;
+    p.kernel[0] = p.kernel[1] = k; /* for a matrix-form weight */
     return nu_lora_conv2d(nn->lora, nn->ctx, nn->model, prefix, x, nu_conv2d(nn->ctx, x, w, b, &p), stride, pad);
 }
 

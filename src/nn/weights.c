@@ -2,8 +2,11 @@
  * weights.c — named model weights from safetensors/GGUF files (see weights.h).
  * Tested by tests/test_nn.c (both formats, prefixes, renames, conversion, errors).
  */
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 #include "core/internal.h"
 #include "nn/weights.h"
@@ -13,6 +16,7 @@ typedef struct entry {
     int file;          /* index into files (-1: a slice of another entry) */
     int idx;           /* tensor index in that file   */
     nu_tensor *tensor; /* created on first get        */
+    int64_t conv_ne[4]; /* a conv weight converted to matrix form: its [O, I, KH, KW] (else 0) */
     char *slice_src;   /* slices: source name, rows [start, start+n) */
     int64_t start, n;
 } entry;
@@ -104,7 +108,7 @@ static nu_status add_entry(nu_weights *w, const char *path, const char *name, in
     }
     char *copy = strdup(name);
     if (!copy) return nu_error(NU_ERR_NOMEM, "%s: out of memory", path);
-    w->e[w->n++] = (entry){copy, file, idx, NULL, NULL, 0, 0};
+    w->e[w->n++] = (entry){.name = copy, .file = file, .idx = idx};
     if (2 * w->n > w->hcap) {
         rehash(w);
     } else {
@@ -176,6 +180,18 @@ bool nu_weights_add_tensor(nu_weights *w, const char *name, nu_tensor *t) {
     return true;
 }
 
+int nu_weights_logical_shape(nu_weights *w, const char *name, int64_t ne[NU_MAX_DIMS]) {
+    nu_tensor *t = nu_weights_get(w, name);
+    if (!t) return 0;
+    const entry *e = &w->e[find(w, name)];
+    if (e->conv_ne[0]) {
+        memcpy(ne, e->conv_ne, sizeof e->conv_ne);
+        return 4;
+    }
+    memcpy(ne, t->ne, sizeof(int64_t) * (size_t)t->ndim);
+    return t->ndim;
+}
+
 int nu_weights_count(const nu_weights *w) { return w->n; }
 const char *nu_weights_name_at(const nu_weights *w, int i) {
     NU_ASSERT(i >= 0 && i < w->n);
@@ -185,10 +201,29 @@ void nu_weights_set_matrix_type(nu_weights *w, nu_type type) { w->matrix_type = 
 nu_ctx *nu_weights_ctx(nu_weights *w) { return w->ctx; }
 size_t nu_weights_bytes_used(const nu_weights *w) { return w->bytes_used; }
 
-/* Converts a float matrix [rows, K] to type t row by row (no f32 copy of the whole matrix). */
+/* After a load-time conversion the source bytes (pages of the mapped model file) are not read
+ * again: ask the kernel to reclaim them so that they stop counting in the resident set (an f16
+ * checkpoint run with --type q8_0 would otherwise hold both copies). MADV_PAGEOUT keeps the
+ * contents (file pages are re-read, anonymous ones swapped if ever touched again), so it is
+ * safe whatever the memory is; only whole pages inside the range are affected. */
+static void release_pages(const void *p, size_t n) {
+#ifdef MADV_PAGEOUT
+    uintptr_t page = (uintptr_t)sysconf(_SC_PAGESIZE), lo = ((uintptr_t)p + page - 1) & ~(page - 1),
+              hi = ((uintptr_t)p + n) & ~(page - 1);
+    if (hi > lo) (void)madvise((void *)lo, hi - lo, MADV_PAGEOUT);
+#else
+    (void)p;
+    (void)n;
+#endif
+}
+
+/* Converts a contiguous float tensor [rows, ...] to type t row by row (no f32 copy of the whole
+ * tensor). A matrix keeps its shape; a conv weight [O, I, KH, KW] keeps it for a float t and
+ * becomes the matrix form [O, I*KH*KW] for a block type (tensor.h, nu_conv2d). */
 static nu_tensor *convert_matrix(nu_weights *w, nu_tensor *src, nu_type t) {
-    nu_tensor *dst = nu_new_tensor(w->ctx, t, 2, src->ne);
-    int64_t K = src->ne[1];
+    int64_t K = nu_nelements(src) / src->ne[0];
+    nu_tensor *dst = nu_type_info(t)->is_quant ? nu_new_tensor(w->ctx, t, 2, (int64_t[]){src->ne[0], K})
+                                                 : nu_new_tensor(w->ctx, t, src->ndim, src->ne);
     float *row = malloc(sizeof(float) * (size_t)K);
     NU_ASSERT(row);
     for (int64_t r = 0; r < src->ne[0]; r++) {
@@ -196,6 +231,7 @@ static nu_tensor *convert_matrix(nu_weights *w, nu_tensor *src, nu_type t) {
         nu_row_from_f32(t, row, (char *)dst->data + r * dst->nb[0], K);
     }
     free(row);
+    release_pages(src->data, nu_nbytes(src));
     return dst;
 }
 
@@ -220,9 +256,12 @@ nu_tensor *nu_weights_get(nu_weights *w, const char *name) {
     if (f->st) s = nu_st_get(f->st, w->ctx, nu_st_at(f->st, e->idx)->name, &t);
     else s = nu_gguf_get(f->gguf, w->ctx, nu_gguf_tensor_at(f->gguf, e->idx)->name, &t);
     if (s != NU_OK) return NULL;
-    if (w->matrix_type != NU_TYPE_COUNT && t->ndim == 2 && t->ne[1] % 32 == 0 && t->type != w->matrix_type &&
-        nu_type_info(t->type)->is_float)
+    if (w->matrix_type != NU_TYPE_COUNT && (t->ndim == 2 || t->ndim == 4) && t->ne[0] > 0 &&
+        (nu_nelements(t) / t->ne[0]) % 32 == 0 && t->type != w->matrix_type && nu_type_info(t->type)->is_float &&
+        nu_is_contiguous(t)) {
+        if (t->ndim == 4 && nu_type_info(w->matrix_type)->is_quant) memcpy(e->conv_ne, t->ne, sizeof e->conv_ne);
         t = convert_matrix(w, t, w->matrix_type);
+    }
     nu_set_name(t, "%s", name);
     w->bytes_used += nu_nbytes(t);
     e->tensor = t;

@@ -32,10 +32,15 @@ bool nu_weights_add_slice(nu_weights *w, const char *name, const char *src, int6
 int nu_weights_count(const nu_weights *w);
 const char *nu_weights_name_at(const nu_weights *w, int i);
 /* The tensor named `name`, or NULL. Its type is as stored, or the load-time conversion type for
- * matrices when one is set. */
+ * matrices when one is set; a conv weight converted to a block type is in matrix form
+ * [O, I*KH*KW] (nu_conv2d; nu_nn_weight accepts it where [O, I, KH, KW] is asked for). */
 nu_tensor *nu_weights_get(nu_weights *w, const char *name);
-/* Converts 2-D weights with an innermost size multiple of 32 (Linear weights) to `type` when
- * first fetched (NU_TYPE_COUNT: keep as stored). Conv weights keep their float type. */
+/* The shape of `name` as the model sees it (a matrix-form conv weight: [O, I, KH, KW]) into ne;
+ * returns ndim, 0 if there is no such tensor. */
+int nu_weights_logical_shape(nu_weights *w, const char *name, int64_t ne[NU_MAX_DIMS]);
+/* Converts float weights whose rows (everything after the first dimension) hold a multiple of 32
+ * values, Linear [O, I] and conv [O, I, KH, KW] weights, to `type` when first fetched
+ * (NU_TYPE_COUNT: keep as stored). */
 void nu_weights_set_matrix_type(nu_weights *w, nu_type type);
 /* The context that owns converted tensors and headers. */
 nu_ctx *nu_weights_ctx(nu_weights *w);

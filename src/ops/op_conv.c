@@ -20,7 +20,7 @@
  */
 #include "core/internal.h"
 
-enum { P_STRIDE = 0, P_PAD = 2, P_DIL = 4, P_GROUPS = 6, P_OUTPAD = 7 };
+enum { P_STRIDE = 0, P_PAD = 2, P_DIL = 4, P_GROUPS = 6, P_OUTPAD = 7, P_KSIZE = 9 }; /* op_conv.c and k_conv.c */
 
 nu_conv2d_params nu_conv2d_params_init(void) {
     nu_conv2d_params p;
@@ -55,6 +55,7 @@ static void set_params(nu_tensor *t, const nu_conv2d_params *p, bool transposed)
         t->params[P_PAD + i] = p->padding[i];
         t->params[P_DIL + i] = p->dilation[i];
         t->params[P_OUTPAD + i] = transposed ? p->output_padding[i] : 0;
+        t->params[P_KSIZE + i] = p->kernel[i];
     }
     t->params[P_GROUPS] = p->groups;
 }
@@ -66,6 +67,7 @@ static nu_conv2d_params get_params(const nu_tensor *t) {
         p.padding[i] = t->params[P_PAD + i];
         p.dilation[i] = t->params[P_DIL + i];
         p.output_padding[i] = t->params[P_OUTPAD + i];
+        p.kernel[i] = t->params[P_KSIZE + i];
     }
     p.groups = t->params[P_GROUPS];
     return p;
@@ -79,11 +81,19 @@ static nu_tensor *f32_bias(nu_ctx *ctx, nu_tensor *bias) {
 }
 
 static void check_weight_bias(const nu_tensor *w, const nu_tensor *bias, int64_t n_out) {
-    NU_ASSERT(w->ndim == 4);
-    /* f32, f16, bf16 weights (converted to f32 inside the kernel); quantized blocks cannot hold
-     * a [.., KH, KW] tensor, whose innermost dimension is KW. */
-    NU_ASSERT(nu_type_info(w->type)->is_float && w->type != NU_TYPE_F64);
-    NU_ASSERT(w->ne[0] >= 1 && w->ne[1] >= 1 && w->ne[2] >= 1 && w->ne[3] >= 1);
+    if (w->ndim == 2) {
+        /* matrix form (conv2d only, checked by the caller): rows of any weight type, contiguous
+         * within a row (the kernel dequantizes whole rows) */
+        const nu_type_traits *tr = nu_type_info(w->type);
+        NU_ASSERT(tr->is_quant || (tr->is_float && w->type != NU_TYPE_F64));
+        NU_ASSERT(w->ne[0] >= 1 && w->ne[1] >= 1 && w->nb[1] == (int64_t)nu_type_info(w->type)->size);
+    } else {
+        NU_ASSERT(w->ndim == 4);
+        /* f32, f16, bf16 weights (converted to f32 inside the kernel); quantized blocks cannot
+         * hold a [.., KH, KW] tensor, whose innermost dimension is KW: use the matrix form. */
+        NU_ASSERT(nu_type_info(w->type)->is_float && w->type != NU_TYPE_F64);
+        NU_ASSERT(w->ne[0] >= 1 && w->ne[1] >= 1 && w->ne[2] >= 1 && w->ne[3] >= 1);
+    }
     if (bias) {
         NU_ASSERT(bias->type == NU_TYPE_F32);
         NU_ASSERT(nu_nelements(bias) == n_out);
@@ -96,7 +106,22 @@ nu_tensor *nu_conv2d(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tensor *bias, c
     check_params(&p, false);
     NU_ASSERT(x->ndim == 4 && x->type == NU_TYPE_F32);
     NU_ASSERT(x->ne[2] >= 1 && x->ne[3] >= 1);
-    int64_t K = w->ne[0], Cg = w->ne[1], KH = w->ne[2], KW = w->ne[3];
+    int64_t K = w->ne[0], Cg, KH, KW;
+    if (w->ndim == 2) { /* matrix form [K, Cg*KH*KW] */
+        NU_ASSERT(p.kernel[0] >= 1 && p.kernel[1] >= 1);
+        KH = p.kernel[0];
+        KW = p.kernel[1];
+        NU_ASSERT(w->ne[1] % (KH * KW) == 0);
+        Cg = w->ne[1] / (KH * KW);
+    } else {
+        NU_ASSERT(w->ndim == 4);
+        Cg = w->ne[1];
+        KH = w->ne[2];
+        KW = w->ne[3];
+        NU_ASSERT((p.kernel[0] == 0 || p.kernel[0] == KH) && (p.kernel[1] == 0 || p.kernel[1] == KW));
+        p.kernel[0] = (int)KH;
+        p.kernel[1] = (int)KW;
+    }
     bias = f32_bias(ctx, bias);
     check_weight_bias(w, bias, K);
     NU_ASSERT(x->ne[1] == Cg * p.groups);
@@ -120,6 +145,10 @@ nu_tensor *nu_conv_transpose2d(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tenso
                                const nu_conv2d_params *pp) {
     nu_conv2d_params p = params_or_default(pp);
     check_params(&p, true);
+    NU_ASSERT(w->ndim == 4); /* the matrix form is conv2d's only */
+    NU_ASSERT((p.kernel[0] == 0 || p.kernel[0] == w->ne[2]) && (p.kernel[1] == 0 || p.kernel[1] == w->ne[3]));
+    p.kernel[0] = (int)w->ne[2];
+    p.kernel[1] = (int)w->ne[3];
     NU_ASSERT(x->ndim == 4 && x->type == NU_TYPE_F32);
     NU_ASSERT(x->ne[2] >= 1 && x->ne[3] >= 1);
     int64_t Cin = w->ne[0], Cout = w->ne[1] * p.groups, KH = w->ne[2], KW = w->ne[3];
@@ -164,6 +193,8 @@ static void bias_grad(nu_ctx *ctx, nu_tensor *bias, nu_tensor *gy) {
 static void bw_conv2d(nu_ctx *ctx, nu_tensor *node, nu_tensor *gy) {
     nu_tensor *x = node->src[0], *w = node->src[1];
     nu_conv2d_params p = get_params(node);
+    /* matrix-form weights (quantized inference weights) have no backward rule */
+    NU_ASSERT(w->ndim == 4 || !(nu_needs_grad(x) || nu_needs_grad(w)));
     if (nu_needs_grad(x)) {
         nu_conv2d_params q = p;
         for (int i = 0; i < 2; i++) {
