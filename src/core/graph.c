@@ -9,10 +9,13 @@
  * tests can check that fragmentation costs nothing on simple chains.
  * Tested by tests/test_core.c.
  */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
+#include <time.h>
 
 #include "core/internal.h"
 
@@ -468,11 +471,78 @@ typedef struct {
     atomic_bool stop;
 } run_state;
 
+/* ---------------------------------------------------------------- profile (NU_PROFILE=1)
+ *
+ * A developer's view of where a computation's time goes: with NU_PROFILE set, thread 0 times
+ * every node from barrier to barrier (the whole pool's wall time for that node) and sums the
+ * times per op, output shape and second operand's shape; the table goes to stderr at exit,
+ * largest first, with each row's share. Off (one getenv) otherwise. */
+
+#define PROF_MAX 4096
+typedef struct {
+    char key[160];
+    double seconds;
+    long calls;
+} prof_row;
+static prof_row *prof_rows;
+static int prof_n;
+static double prof_total;
+static pthread_mutex_t prof_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int prof_cmp(const void *a, const void *b) {
+    double x = ((const prof_row *)a)->seconds, y = ((const prof_row *)b)->seconds;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+static void prof_report(void) {
+    qsort(prof_rows, (size_t)prof_n, sizeof *prof_rows, prof_cmp);
+    fprintf(stderr, "NU_PROFILE: %.3f s in %d kinds of node\n%10s %6s %8s  %s\n", prof_total, prof_n, "ms", "%",
+            "calls", "op output [second operand]");
+    for (int i = 0; i < prof_n; i++)
+        fprintf(stderr, "%10.2f %6.2f %8ld  %s\n", prof_rows[i].seconds * 1e3,
+                100.0 * prof_rows[i].seconds / (prof_total > 0 ? prof_total : 1), prof_rows[i].calls, prof_rows[i].key);
+}
+
+static bool prof_enabled(void) {
+    static int on = -1;
+    if (on < 0) on = getenv("NU_PROFILE") && *getenv("NU_PROFILE") && strcmp(getenv("NU_PROFILE"), "0") != 0;
+    return on;
+}
+
+static void prof_add(const nu_tensor *t, double s) {
+    char key[160], a[64], b[64] = "";
+    nu_shape_str(t, a, sizeof a);
+    if (t->src[1]) nu_shape_str(t->src[1], b, sizeof b);
+    snprintf(key, sizeof key, "%s %s%s%s%s", nu_op_name(t->op), a, b[0] ? " [" : "", b, b[0] ? "]" : "");
+    pthread_mutex_lock(&prof_lock);
+    if (!prof_rows) {
+        prof_rows = calloc(PROF_MAX, sizeof *prof_rows);
+        if (prof_rows) atexit(prof_report);
+    }
+    int i = 0;
+    while (i < prof_n && strcmp(prof_rows[i].key, key)) i++;
+    if (prof_rows && i < PROF_MAX) {
+        if (i == prof_n) snprintf(prof_rows[prof_n++].key, sizeof prof_rows[0].key, "%s", key);
+        prof_rows[i].seconds += s;
+        prof_rows[i].calls++;
+        prof_total += s;
+    }
+    pthread_mutex_unlock(&prof_lock);
+}
+
+static double prof_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
 static void run_thread(int ith, int nth, void *arg) {
     run_state *rs = arg;
     nu_graph *g = rs->g;
     nu_compute_params p = {ith, nth, g->wdata, g->wsize, rs->use_ref, rs->pool};
     if (atomic_load(&rs->stop)) return;
+    bool prof = ith == 0 && prof_enabled();
+    double t0 = prof ? prof_now() : 0;
     for (int i = 0; i < g->n; i++) {
         nu_tensor *t = g->nodes[i];
         if (t->op == NU_OP_NONE || t->op == NU_OP_VIEW) continue;
@@ -481,6 +551,11 @@ static void run_thread(int ith, int nth, void *arg) {
         k->forward(&p, t);
         if (ith == 0 && nu_pool_cancelled(rs->pool)) atomic_store(&rs->stop, true);
         nu_compute_barrier(&p);
+        if (prof) {
+            double t1 = prof_now();
+            prof_add(t, t1 - t0);
+            t0 = t1;
+        }
         if (atomic_load(&rs->stop)) return;
     }
 }
