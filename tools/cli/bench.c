@@ -4,7 +4,8 @@
  * executed by nu_graph_compute; each row carries a baseline measured in the same run:
  *   gemm       f32 C = A·B against OpenBLAS cblas_sgemm (same threads);
  *              f16 / q8_0 / q4_0 weights (y = x·Wᵀ) against the f32 weight GEMM of the same shape
- *   conv       3x3 convolution (padding 1, batch 1) against im2col + cblas_sgemm
+ *   conv       3x3 convolution (padding 1, batch 1) against im2col + cblas_sgemm; f16 and q8_0
+ *              (matrix-form) weights against the f32 weight
  *   attention  fused attention against the unfused softmax(QKᵀ·s)V built from engine ops
  *   unet       one SD 1.5 UNet CFG step (batch 2, random weights) at 256² and 512², f32/f16/q8_0
  *              weights, peak RSS per case (forked child)
@@ -206,9 +207,10 @@ static void run_im2col(void *arg) {
 }
 
 static void bench_conv(bench_opts *o, nu_pool *pool) {
-    static const int shapes[][2] = {{320, 64}, {640, 32}};
+    /* 320 @ 64x64 and 640 @ 32x32 run Winograd F(4,3); 1280 @ 8x8 (SD's lowest level) im2col + GEMM */
+    static const int shapes[][2] = {{320, 64}, {640, 32}, {1280, 8}};
     char name[96];
-    for (int s = 0; s < 2; s++) {
+    for (int s = 0; s < 3; s++) {
         int C = shapes[s][0], H = shapes[s][1];
         double flops = 2.0 * C * C * 9 * H * H;
         nu_ctx *ctx = nu_ctx_new(NULL);
@@ -231,6 +233,22 @@ static void bench_conv(bench_opts *o, nu_pool *pool) {
         free(ia.y);
         snprintf(name, sizeof name, "conv3x3 f32 %d %dx%d", C, H, H);
         row(o, name, t, flops, "im2col + openblas sgemm", tb);
+        /* typed weights, read a filter row / GEMM tile at a time: f16 [C, C, 3, 3] and q8_0 in
+         * matrix form [C, C*9], against the f32 weight */
+        static const nu_type wtypes[] = {NU_TYPE_F16, NU_TYPE_Q8_0};
+        for (int ti = 0; ti < 2; ti++) {
+            nu_ctx_set_alloc_data(ctx, true);
+            nu_type wt = wtypes[ti];
+            nu_tensor *w2 = nu_type_info(wt)->is_quant ? nu_new_tensor_2d(ctx, wt, C, (int64_t)C * 9)
+                                                       : nu_new_tensor_4d(ctx, wt, C, C, 3, 3);
+            fill(w2, 5);
+            nu_ctx_set_alloc_data(ctx, false);
+            nu_conv2d_params cq = cp;
+            cq.kernel[0] = cq.kernel[1] = 3;
+            double tq = time_graph(ctx, nu_conv2d(ctx, x, w2, b, &cq), pool, o->min_time);
+            snprintf(name, sizeof name, "conv3x3 %s %d %dx%d", nu_type_name(wt), C, H, H);
+            row(o, name, tq, flops, "conv3x3 f32 weights", t);
+        }
         nu_ctx_free(ctx);
     }
 }
