@@ -231,7 +231,7 @@ static const ccase fast_cases[] = {
  * GEMM / Winograd tolerances above apply; 1 and 2 threads agree bitwise; the reference twin on
  * the matrix form must equal the 4-d one bitwise (same double accumulation). */
 static void check_matrix_case(const char *name, nu_type t, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
-                              int k, int stride, int pad, int groups) {
+                              int k, int stride, int pad, int groups, bool row_gap) {
     nu_ctx *ctx = nu_ctx_new(NULL);
     int64_t Cg = C / groups, row = Cg * k * k;
     nu_tensor *x = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){N, C, H, W}, 11, 1.f);
@@ -241,6 +241,14 @@ static void check_matrix_case(const char *name, nu_type t, int64_t N, int64_t C,
     nu_tensor_get_f32(wm, deq);
     nu_tensor_set_f32(w4, deq);
     free(deq);
+    if (row_gap) { /* the same values as the first columns of a wider matrix: rows nb[0] apart */
+        nu_tensor *wide = random_tensor(ctx, t, 2, (int64_t[]){K, row + 64}, 14, 1.f);
+        size_t rb = nu_row_size(t, row);
+        for (int64_t r = 0; r < K; r++) memcpy((char *)wide->data + r * wide->nb[0], (char *)wm->data + r * wm->nb[0], rb);
+        wm = nu_new_tensor_ext(ctx, t, 2, (int64_t[]){K, row}, wide->data); /* the first row-size bytes of each */
+        wm->nb[0] = wide->nb[0];                                               /* row (no slice of a block dim) */
+        NU_CHECK(!nu_is_contiguous(wm));
+    }
     nu_tensor *b = random_tensor(ctx, NU_TYPE_F32, 1, (int64_t[]){K}, 13, 1.f);
     nu_conv2d_params p = nu_conv2d_params_init();
     p.stride[0] = p.stride[1] = stride;
@@ -292,10 +300,12 @@ static void test_matrix_form(void) {
     static const nu_type types[] = {NU_TYPE_F32, NU_TYPE_F16, NU_TYPE_Q8_0, NU_TYPE_Q4_0};
     for (int i = 0; i < 4; i++) {
         nu_type t = types[i];
-        check_matrix_case("3x3 s1 p1 32->40 17x19", t, 2, 32, 17, 19, 40, 3, 1, 1, 1);
-        check_matrix_case("3x3 s2 p1 32->24 15x16", t, 1, 32, 15, 16, 24, 3, 2, 1, 1);
-        check_matrix_case("1x1 64->48 9x7", t, 2, 64, 9, 7, 48, 1, 1, 0, 1);
-        check_matrix_case("3x3 groups 2 64->16 8x9", t, 1, 64, 8, 9, 16, 3, 1, 1, 2);
+        check_matrix_case("3x3 s1 p1 32->40 17x19", t, 2, 32, 17, 19, 40, 3, 1, 1, 1, false);
+        check_matrix_case("3x3 s1 p1 32->40 17x19 row gap", t, 2, 32, 17, 19, 40, 3, 1, 1, 1, true);
+        check_matrix_case("3x3 s2 p1 32->24 15x16", t, 1, 32, 15, 16, 24, 3, 2, 1, 1, false);
+        check_matrix_case("1x1 64->48 9x7", t, 2, 64, 9, 7, 48, 1, 1, 0, 1, false);
+        check_matrix_case("1x1 64->48 9x7 row gap", t, 2, 64, 9, 7, 48, 1, 1, 0, 1, true);
+        check_matrix_case("3x3 groups 2 64->16 8x9", t, 1, 64, 8, 9, 16, 3, 1, 1, 2, false);
         if (nu_test_quick()) break;
     }
 }

@@ -113,7 +113,7 @@ static float load_float(nu_type t, const char *p) {
 }
 
 /* How a conv reads its weight (conv_plan.wmode):
- *   W_VIEW: f32 with each output channel's filter one packed row: read in place;
+ *   W_VIEW: f32 and contiguous (the GEMM paths take it as a [K, Cg*KH*KW] matrix): in place;
  *   W_ROWS: conv2d with another type (f16, bf16, or q8_0/q4_0/... in matrix form) and packed
  *           rows: read row by row, never copied whole. The GEMM path hands the rows to
  *           nu_gemm_part as its typed operand (dequantized tile by tile); Winograd and the
@@ -130,9 +130,8 @@ static bool rows_packed(const nu_tensor *w) {
 }
 
 static int weight_mode(const nu_tensor *w, bool conv2d) {
-    if (!rows_packed(w)) return W_COPY;
-    if (w->type == NU_TYPE_F32) return W_VIEW;
-    return conv2d ? W_ROWS : W_COPY;
+    if (w->type == NU_TYPE_F32) return nu_is_contiguous(w) ? W_VIEW : W_COPY;
+    return conv2d && rows_packed(w) ? W_ROWS : W_COPY;
 }
 
 /* Filter row o of a W_ROWS weight as f32: dequantized into `buf` (Cg*KH*KW floats). */
@@ -142,8 +141,7 @@ static const float *weight_row(const nu_tensor *w, int64_t o, int64_t n, float *
 }
 
 static void weight_copy(const nu_compute_params *p, const nu_tensor *w, float *dst) {
-    NU_ASSERT(w->ndim == 4);
-    int64_t lo, hi, per = w->ne[1] * w->ne[2] * w->ne[3];
+    int64_t lo, hi, per = nu_nelements(w) / w->ne[0];
     nu_split(w->ne[0], p->ith, p->nth, &lo, &hi);
     if (rows_packed(w)) {
         /* one output channel's [C, KH, KW] is one contiguous row: vectorised conversion (F16C for
@@ -152,6 +150,7 @@ static void weight_copy(const nu_compute_params *p, const nu_tensor *w, float *d
             nu_dequant_row(w->type, (const char *)w->data + k * w->nb[0], dst + k * per, per, nu_cpu_use_fast(p));
         return;
     }
+    NU_ASSERT(w->ndim == 4); /* a matrix-form weight always has packed rows (op_conv.c) */
     for (int64_t k = lo; k < hi; k++) {
         float *o = dst + k * per;
         for (int64_t c = 0; c < w->ne[1]; c++)
