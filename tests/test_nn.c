@@ -1,6 +1,6 @@
 /*
  * test_nn.c — the nn layer: the weights store (prefix filtering, renames, duplicates, load-time
- * matrix conversion, missing/mis-shaped tensors as clear errors) and the attention builder
+ * matrix and conv-weight conversion, missing/mis-shaped tensors as clear errors) and the attention builder
  * against a PyTorch fixture (scripts/fixtures_nn.py).
  *
  * Tolerance: the block is two GEMMs of K <= 64 around a softmax, with f16-exact weights, in f32:
@@ -8,6 +8,7 @@
  */
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "nn/nn.h"
 #include "nu_test.h"
@@ -82,8 +83,64 @@ static void test_errors(void) {
     nu_weights_free(w);
 }
 
+/* Load-time conversion of conv weights: a [4, 32, 3, 3] weight (rows of 288 = 9 blocks) becomes the
+ * matrix form [4, 288] in q8_0 with the same values as converting each row, keeps [4, 32, 3, 3]
+ * for f16, and reports its logical shape; a [4, 3, 3, 3] weight (rows of 27) keeps its type. */
+static void test_conv_conversion(void) {
+    char path[] = "/tmp/nu_test_nn_conv_XXXXXX";
+    int fd = mkstemp(path);
+    NU_ASSERT(fd >= 0);
+    close(fd);
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    nu_tensor *a = nu_new_tensor_4d(ctx, NU_TYPE_F32, 4, 32, 3, 3), *b = nu_new_tensor_4d(ctx, NU_TYPE_F32, 4, 3, 3, 3);
+    float *va = malloc(sizeof(float) * 4 * 288), *vb = malloc(sizeof(float) * 4 * 27);
+    nu_test_fill_uniform(va, 4 * 288, 1, -1.f, 1.f);
+    nu_test_fill_uniform(vb, 4 * 27, 2, -1.f, 1.f);
+    nu_tensor_set_f32(a, va);
+    nu_tensor_set_f32(b, vb);
+    nu_set_name(a, "conv.weight");
+    nu_set_name(b, "conv_in.weight");
+    NU_CHECK(nu_st_save(path, (nu_tensor *[]){a, b}, 2, NULL, NULL, 0) == NU_OK);
+    static const nu_type types[] = {NU_TYPE_Q8_0, NU_TYPE_F16};
+    for (int i = 0; i < 2; i++) {
+        nu_weights *w = nu_weights_new();
+        NU_CHECK(nu_weights_add_file(w, path, NULL) == NU_OK);
+        nu_weights_set_matrix_type(w, types[i]);
+        nu_tensor *c = nu_weights_get(w, "conv.weight"), *ci = nu_weights_get(w, "conv_in.weight");
+        int64_t ne[NU_MAX_DIMS];
+        NU_CHECK(nu_weights_logical_shape(w, "conv.weight", ne) == 4 && ne[0] == 4 && ne[1] == 32 && ne[2] == 3 &&
+                 ne[3] == 3);
+        NU_CHECK(c->type == types[i] && ci->type == NU_TYPE_F32 && ci->ndim == 4);
+        if (types[i] == NU_TYPE_Q8_0) {
+            NU_CHECK(c->ndim == 2 && c->ne[0] == 4 && c->ne[1] == 288);
+            char *want = malloc(nu_row_size(NU_TYPE_Q8_0, 288) * 4);
+            for (int r = 0; r < 4; r++) nu_row_from_f32(NU_TYPE_Q8_0, va + r * 288, want + r * c->nb[0], 288);
+            NU_CHECK(memcmp(want, c->data, nu_row_size(NU_TYPE_Q8_0, 288) * 4) == 0);
+            free(want);
+        } else {
+            NU_CHECK(c->ndim == 4 && c->ne[1] == 32 && c->ne[3] == 3);
+        }
+        /* nu_nn_weight takes the matrix form where [4, 32, 3, 3] is asked for, and checks its size */
+        nu_ctx_params cp = nu_ctx_params_init();
+        cp.alloc_data = false;
+        nu_ctx *bctx = nu_ctx_new(&cp);
+        nu_nn nn;
+        nu_nn_init(&nn, bctx, w, "unet");
+        NU_CHECK(nu_nn_weight(&nn, 4, (int64_t[]){4, 32, 3, 3}, "conv.weight") == c && nu_nn_status(&nn) == NU_OK);
+        nu_nn_weight(&nn, 4, (int64_t[]){4, 16, 3, 3}, "conv.weight");
+        NU_CHECK(nu_nn_status(&nn) == NU_ERR_FORMAT);
+        nu_ctx_free(bctx);
+        nu_weights_free(w);
+    }
+    free(va);
+    free(vb);
+    nu_ctx_free(ctx);
+    remove(path);
+}
+
 int main(void) {
     test_errors();
+    test_conv_conversion();
     test_attention_block(NU_TYPE_COUNT, 2e-5);
     /* q8_0 at load: per-block error <= 0.0045 of the block max (test_quant); through two
      * projections of K = 64 with O(1) inputs that is ~1e-2 absolute on O(0.3) outputs */
