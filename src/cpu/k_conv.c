@@ -134,11 +134,6 @@ static int weight_mode(const nu_tensor *w, bool conv2d) {
     return conv2d && rows_packed(w) ? W_ROWS : W_COPY;
 }
 
-/* Filter row o of a W_ROWS weight as f32: dequantized into `buf` (Cg*KH*KW floats). */
-static const float *weight_row(const nu_tensor *w, int64_t o, int64_t n, float *buf, bool fast) {
-    nu_dequant_row(w->type, (const char *)w->data + o * w->nb[0], buf, n, fast);
-    return buf;
-}
 
 static void weight_copy(const nu_compute_params *p, const nu_tensor *w, float *dst) {
     int64_t lo, hi, per = nu_nelements(w) / w->ne[0];
@@ -171,8 +166,9 @@ static void fwd_ref(const nu_compute_params *p, const nu_conv_geom *g, nu_conv_v
     nu_split(g->N * g->K, p->ith, p->nth, &lo, &hi);
     for (int64_t it = lo; it < hi; it++) {
         int64_t n = it / g->K, k = it % g->K, gi = k / g->Kg;
-        if (wt) { /* this filter as a view with its own origin */
-            w.p = weight_row(wt, k, g->Cg * g->KH * g->KW, row, false);
+        if (wt) { /* this filter, dequantized (scalar), as a view with its own origin */
+            nu_dequant_row(wt->type, (const char *)wt->data + k * wt->nb[0], row, g->Cg * g->KH * g->KW, false);
+            w.p = row;
             w.s[0] = 0;
             w.s[1] = g->KH * g->KW;
             w.s[2] = g->KW;
@@ -541,7 +537,7 @@ static void fill_rows(float *c, int64_t rows, int64_t cols, int64_t ldc, const f
         for (int64_t q = 0; q < cols; q++) c[r * ldc + q] = bias[r];
 }
 
-/* c[j, i] (+)= t[i, j] + bias[j] for i < qn, j < mn: the transposed tile of the typed GEMM into
+/* c[j, i] = t[i, j] + bias[j] for i < qn, j < mn: the transposed tile of the typed GEMM into
  * B's [K, P] layout (ldc = P), 16 x 16 blocks. */
 static void store_transposed(const float *t, int64_t qn, int64_t mn, float *c, int64_t ldc, const float *bias) {
     for (int64_t j0 = 0; j0 < mn; j0 += 16)
@@ -690,7 +686,7 @@ static void wgrad_gemm(const nu_compute_params *p, const nu_conv_geom *g, const 
 static const float *bias_ptr(const nu_tensor *bias) { return bias ? (const float *)bias->data : NULL; }
 
 /* Phase 0 of the forward ops: W as an f32 view, converted into the head of the work buffer for
- * W_COPY. For W_ROWS the view is unused (p = NULL). */
+ * W_COPY. W_ROWS weights are read by the kernels themselves (the view's pointer is NULL). */
 static nu_conv_view4 weight_view(const nu_compute_params *p, const conv_roles *r, const nu_conv_geom *g,
                                  const conv_plan *pl) {
     const nu_tensor *w = r->w;

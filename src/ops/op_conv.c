@@ -86,7 +86,7 @@ static void check_weight_bias(const nu_tensor *w, const nu_tensor *bias, int64_t
          * within a row (the kernel dequantizes whole rows) */
         const nu_type_traits *tr = nu_type_info(w->type);
         NU_ASSERT(tr->is_quant || (tr->is_float && w->type != NU_TYPE_F64));
-        NU_ASSERT(w->ne[0] >= 1 && w->ne[1] >= 1 && w->nb[1] == (int64_t)nu_type_info(w->type)->size);
+        NU_ASSERT(w->ne[0] >= 1 && w->ne[1] >= 1 && w->nb[1] == (int64_t)tr->size);
     } else {
         NU_ASSERT(w->ndim == 4);
         /* f32, f16, bf16 weights (converted to f32 inside the kernel); quantized blocks cannot
