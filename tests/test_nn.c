@@ -1,11 +1,13 @@
 /*
  * test_nn.c — the nn layer: the weights store (prefix filtering, renames, duplicates, load-time
- * matrix and conv-weight conversion, missing/mis-shaped tensors as clear errors) and the attention builder
+ * matrix and conv-weight conversion, releasing mapped pages, missing/mis-shaped tensors as clear
+ * errors) and the attention builder
  * against a PyTorch fixture (scripts/fixtures_nn.py).
  *
  * Tolerance: the block is two GEMMs of K <= 64 around a softmax, with f16-exact weights, in f32:
  * rounding error ~1e-6 relative; outputs are O(0.3), so atol 2e-5.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -138,9 +140,57 @@ static void test_conv_conversion(void) {
     remove(path);
 }
 
+/* Resident pages of this process (/proc/self/statm, second field), in bytes; 0 if unknown. */
+static size_t resident_bytes(void) {
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0, res = 0;
+    if (!f) return 0;
+    int ok = fscanf(f, "%lu %lu", &size, &res) == 2;
+    fclose(f);
+    return ok ? (size_t)res * (size_t)sysconf(_SC_PAGESIZE) : 0;
+}
+
+/* nu_weights_release_pages: a touched 16 MiB tensor stops counting in the resident set, and
+ * reading it again gives the same values (the pages come back from the page cache). */
+static void test_release_pages(void) {
+    char path[] = "/tmp/nu_test_nn_release_XXXXXX";
+    int fd = mkstemp(path);
+    NU_ASSERT(fd >= 0);
+    close(fd);
+    const int64_t n = 4 << 20; /* 16 MiB of f32 */
+    nu_ctx *ctx = nu_ctx_new(NULL);
+    nu_tensor *t = nu_new_tensor_1d(ctx, NU_TYPE_F32, n);
+    float *v = t->data;
+    for (int64_t i = 0; i < n; i++) v[i] = (float)(i % 1000) * 0.5f;
+    nu_set_name(t, "big");
+    NU_CHECK(nu_st_save(path, &t, 1, NULL, NULL, 0) == NU_OK);
+    nu_weights *w = nu_weights_new();
+    NU_CHECK(nu_weights_add_file(w, path, NULL) == NU_OK);
+    const float *m = nu_weights_get(w, "big")->data;
+    double sum = 0;
+    for (int64_t i = 0; i < n; i++) sum += m[i];
+    size_t before = resident_bytes();
+    nu_weights_release_pages(w);
+    size_t after = resident_bytes();
+    if (before && after)
+        NU_CHECK_MSG(before > after && before - after >= (size_t)12 << 20, "release: resident %zu -> %zu bytes (want a drop of >= 12 MiB)",
+                     before, after);
+    double sum2 = 0;
+    bool same = true;
+    for (int64_t i = 0; i < n; i++) {
+        sum2 += m[i];
+        same &= m[i] == v[i];
+    }
+    NU_CHECK(same && sum2 == sum);
+    nu_weights_free(w);
+    nu_ctx_free(ctx);
+    remove(path);
+}
+
 int main(void) {
     test_errors();
     test_conv_conversion();
+    test_release_pages();
     test_attention_block(NU_TYPE_COUNT, 2e-5);
     /* q8_0 at load: per-block error <= 0.0045 of the block max (test_quant); through two
      * projections of K = 64 with O(1) inputs that is ~1e-2 absolute on O(0.3) outputs */

@@ -56,6 +56,10 @@ typedef struct nu_file_map {
 } nu_file_map;
 nu_status nu_file_map_open(const char *path, nu_file_map *m);
 void nu_file_map_close(nu_file_map *m);
+/* Drops this process's resident pages of the mapping (MADV_DONTNEED on the read-only file map):
+ * a model part that is done for now stops counting in the resident set; the next read faults the
+ * pages back in from the page cache, with the same contents. No-op for a map without a file. */
+void nu_file_map_release(const nu_file_map *m);
 
 /* ---------------------------------------------------------------- safetensors */
 
@@ -73,6 +77,8 @@ nu_status nu_st_open(const char *path, nu_st_file **out);
 /* Same, over a caller-owned buffer (must outlive the handle); used by fuzzers and tests. */
 nu_status nu_st_open_memory(const void *data, size_t size, const char *label, nu_st_file **out);
 void nu_st_close(nu_st_file *f);
+/* nu_file_map_release of the file's mapping (nothing for nu_st_open_memory files). */
+void nu_st_release_pages(nu_st_file *f);
 int nu_st_count(const nu_st_file *f);
 const nu_st_info *nu_st_at(const nu_st_file *f, int i);
 const nu_st_info *nu_st_find(const nu_st_file *f, const char *name); /* NULL if absent */
@@ -120,6 +126,8 @@ typedef struct nu_gguf_tensor {
 nu_status nu_gguf_open(const char *path, nu_gguf **out);
 nu_status nu_gguf_open_memory(const void *data, size_t size, const char *label, nu_gguf **out);
 void nu_gguf_close(nu_gguf *g);
+/* nu_file_map_release of the file's mapping (nothing for nu_gguf_open_memory files). */
+void nu_gguf_release_pages(nu_gguf *g);
 uint32_t nu_gguf_version(const nu_gguf *g);
 int nu_gguf_kv_count(const nu_gguf *g);
 const nu_gguf_kv *nu_gguf_kv_at(const nu_gguf *g, int i);

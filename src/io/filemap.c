@@ -3,7 +3,8 @@
  *
  * The whole file is mapped PROT_READ / MAP_PRIVATE, so tensor headers made over it are read-only
  * (writing through them faults): weights stay shared with the page cache and are never copied.
- * An empty file maps to data == NULL, size == 0. Tested through tests/test_safetensors.c and
+ * An empty file maps to data == NULL, size == 0. nu_file_map_release drops the pages this process
+ * has touched (they come back from the page cache on the next read). Tested through tests/test_safetensors.c and
  * tests/test_gguf.c (every file they open goes through here).
  */
 #include <errno.h>
@@ -57,6 +58,11 @@ nu_status nu_file_map_open(const char *path, nu_file_map *m) {
     }
     m->fd = fd;
     return NU_OK;
+}
+
+void nu_file_map_release(const nu_file_map *m) {
+    /* only a real file mapping: MADV_DONTNEED on anonymous memory would zero it */
+    if (m && m->fd >= 0 && m->data && m->size) (void)madvise((void *)m->data, m->size, MADV_DONTNEED);
 }
 
 void nu_file_map_close(nu_file_map *m) {

@@ -568,6 +568,9 @@ nu_status nu_gguf_open_memory(const void *data, size_t size, const char *label, 
 }
 
 void nu_gguf_close(nu_gguf *g) { gguf_free(g); }
+void nu_gguf_release_pages(nu_gguf *g) {
+    if (g) nu_file_map_release(&g->map);
+}
 
 uint32_t nu_gguf_version(const nu_gguf *g) { return g ? g->version : 0; }
 int nu_gguf_kv_count(const nu_gguf *g) { return g ? g->n_kv : 0; }

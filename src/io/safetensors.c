@@ -334,6 +334,9 @@ nu_status nu_st_open_memory(const void *data, size_t size, const char *label, nu
 }
 
 void nu_st_close(nu_st_file *f) { st_free(f); }
+void nu_st_release_pages(nu_st_file *f) {
+    if (f) nu_file_map_release(&f->map);
+}
 
 int nu_st_count(const nu_st_file *f) { return f ? f->n : 0; }
 

@@ -81,6 +81,13 @@ nu_weights *nu_weights_new(void) {
     return w;
 }
 
+void nu_weights_release_pages(nu_weights *w) {
+    for (int i = 0; w && i < w->n_files; i++) {
+        nu_st_release_pages(w->files[i].st);
+        nu_gguf_release_pages(w->files[i].gguf);
+    }
+}
+
 void nu_weights_free(nu_weights *w) {
     if (!w) return;
     for (int i = 0; i < w->n; i++) {

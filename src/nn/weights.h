@@ -42,6 +42,10 @@ int nu_weights_logical_shape(nu_weights *w, const char *name, int64_t ne[NU_MAX_
  * values, Linear [O, I] and conv [O, I, KH, KW] weights, to `type` when first fetched
  * (NU_TYPE_COUNT: keep as stored). */
 void nu_weights_set_matrix_type(nu_weights *w, nu_type type);
+/* Drops the resident pages of the store's mapped files (nu_file_map_release): for a model part
+ * that is done for now (the text encoder after encoding, the UNet during the VAE decode). Tensors
+ * stay valid; reading them again faults their pages back in from the page cache. */
+void nu_weights_release_pages(nu_weights *w);
 /* The context that owns converted tensors and headers. */
 nu_ctx *nu_weights_ctx(nu_weights *w);
 /* Sum of bytes of the tensors fetched so far (mapped or converted). */

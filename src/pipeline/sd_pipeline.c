@@ -383,6 +383,8 @@ nu_status nu_sd_generate(nu_sd *sd, const nu_sd_params *p, nu_sd_output *out) {
     if ((s = sd_text_encode(sd, clean_prompt, p->negative_prompt, p->clip_skip, p->prompt_weighting, do_cfg, &cond)) !=
         NU_OK)
         goto done;
+    /* peak memory: the text encoder's mapped pages are not needed until the next call */
+    nu_weights_release_pages(sd->clip_w);
 
     /* ---- images */
     if (p->init_image) {
@@ -511,6 +513,10 @@ nu_status nu_sd_generate(nu_sd *sd, const nu_sd_params *p, nu_sd_output *out) {
         const float sf = sd->fam.scale_factor;
         for (int64_t i = 0; i < n; i++) scratch[i] = x[i] / sf;
         nu_vae_tiling t = nu_vae_tiling_default();
+        /* peak memory: the UNet's mapped pages (1.6 GB of f16 at SD 1.5 size) need not stay
+         * resident beside the decoder's activations; the next image faults them back in from
+         * the page cache */
+        nu_weights_release_pages(nu_unet_weights(sd->unet));
         if ((s = nu_vae_decode(sd->vae, sd->pool, scratch, 1, h, w, p->vae_tiling ? &t : NULL, dec)) != NU_OK) goto done;
         nu_image *im = &out->images[b];
         im->width = W, im->height = H, im->channels = 3;
