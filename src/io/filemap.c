@@ -1,11 +1,12 @@
 /*
- * filemap.c — read-only memory mapping of model files (nu_file_map_open / nu_file_map_close).
+ * filemap.c — read-only memory mapping of model files (nu_file_map_open / _release / _close).
  *
  * The whole file is mapped PROT_READ / MAP_PRIVATE, so tensor headers made over it are read-only
  * (writing through them faults): weights stay shared with the page cache and are never copied.
  * An empty file maps to data == NULL, size == 0. nu_file_map_release drops the pages this process
- * has touched (they come back from the page cache on the next read). Tested through tests/test_safetensors.c and
- * tests/test_gguf.c (every file they open goes through here).
+ * has touched (they come back from the page cache on the next read). Tested through
+ * tests/test_safetensors.c and tests/test_gguf.c (every file they open goes through here) and
+ * tests/test_nn.c (release).
  */
 #include <errno.h>
 #include <fcntl.h>
