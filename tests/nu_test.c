@@ -53,6 +53,7 @@ bool nu_test_nmse(const char *name, const float *got, const float *want, int64_t
         if (fabs(d) > max_abs || isnan(d)) { max_abs = fabs(d); worst = i; }
     }
     double nmse = den > 0 ? num / den : num;
+    if (getenv("NU_TEST_VERBOSE")) fprintf(stderr, "%s: NMSE %.3g (tolerance %.3g)\n", name, nmse, tol);
     if (nmse <= tol) return true;
     nu_test_failures++;
     fprintf(stderr, "FAIL %s: NMSE %.3g > %.3g; max abs err %.3g at index %lld (got %.8g want %.8g)\n", name, nmse, tol,

@@ -40,7 +40,8 @@ extern int nu_test_checks;
 
 /* Elementwise |got-want| <= atol + rtol*|want| (NaN never passes unless both NaN). */
 bool nu_test_close(const char *name, const float *got, const float *want, int64_t n, double atol, double rtol);
-/* Normalised MSE: sum (got-want)^2 / sum want^2 <= tol (GEMM-like ops). */
+/* Normalised MSE: sum (got-want)^2 / sum want^2 <= tol (GEMM-like ops); NU_TEST_VERBOSE=1 prints
+ * every measured value. */
 bool nu_test_nmse(const char *name, const float *got, const float *want, int64_t n, double tol);
 /* Bit-exact equality of two f32 arrays. */
 bool nu_test_equal(const char *name, const float *got, const float *want, int64_t n);

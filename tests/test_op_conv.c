@@ -48,6 +48,31 @@ static bool maybe_winograd(const ccase *c) {
     return c->KH == 3 && c->KW == 3 && c->sh == 1 && c->sw == 1 && c->dh == 1 && c->dw == 1 && c->groups == 1;
 }
 
+/* Whether the forward conv may run on k_conv_wino_gen.c: stride 1, dilation 1, one group, 1xr,
+ * rx1 or rxr with r in {3, 5, 7}. */
+static bool kernel_ok(int k) { return k == 1 || k == 3 || k == 5 || k == 7; }
+static bool maybe_winog(bool transposed, int KH, int KW, int sh, int sw, int dh, int dw, int groups) {
+    return !transposed && sh == 1 && sw == 1 && dh == 1 && dw == 1 && groups == 1 && kernel_ok(KH) &&
+           kernel_ok(KW) && (KH == 1 || KW == 1 || KH == KW) && KH * KW > 1;
+}
+static bool case_winog(const ccase *c) {
+    return maybe_winog(c->transposed, c->KH, c->KW, c->sh, c->sw, c->dh, c->dw, c->groups);
+}
+
+/* The algorithms a case runs with (forced in turn); returns their count. */
+static const char *const ALGO_NAMES[] = {"auto", "gemm", "wino2", "wino4", "winog"};
+static int case_algos(bool wino3, bool winog, int *algos) {
+    int n = 0;
+    algos[n++] = NU_CONV_ALGO_AUTO;
+    if (wino3 || winog) algos[n++] = NU_CONV_ALGO_GEMM;
+    if (wino3) {
+        algos[n++] = NU_CONV_ALGO_WINO2;
+        algos[n++] = NU_CONV_ALGO_WINO4;
+    }
+    if (winog) algos[n++] = NU_CONV_ALGO_WINOG;
+    return n;
+}
+
 static nu_conv2d_params case_params(const ccase *c) {
     nu_conv2d_params p = nu_conv2d_params_init();
     p.stride[0] = c->sh;
@@ -103,7 +128,7 @@ static void compare_fast(const ccase *c, const char *algo, const results *ref, c
     char nm[200];
     /* forward may use Winograd; the backward dx of a stride-1 3x3 conv is a stride-1 3x3
      * transposed conv, which may too */
-    double tol = maybe_winograd(c) ? TOL_WINO : TOL_GEMM;
+    double tol = maybe_winograd(c) || case_winog(c) ? TOL_WINO : TOL_GEMM;
     snprintf(nm, sizeof nm, "%s [%s] y fast/ref", c->name, algo);
     NU_CHECK(nu_test_nmse(nm, f1->y, ref->y, ref->ny, tol));
     snprintf(nm, sizeof nm, "%s [%s] dx fast/ref", c->name, algo);
@@ -163,9 +188,9 @@ static void check_case(const ccase *c) {
     nu_status s = nu_graph_compute_opts(g, p1, &o_ref);
     NU_CHECK_MSG(s == NU_OK, "%s: compute failed: %s", c->name, nu_last_error());
     fetch_results(y, xleaf, w, b, &ref);
-    static const char *names[] = {"auto", "gemm", "wino2", "wino4"};
-    int last = maybe_winograd(c) ? NU_CONV_ALGO_WINO4 : NU_CONV_ALGO_AUTO;
-    for (int a = NU_CONV_ALGO_AUTO; a <= last; a++) {
+    int algos[5], nalg = case_algos(maybe_winograd(c), case_winog(c), algos);
+    for (int ai = 0; ai < nalg; ai++) {
+        int a = algos[ai];
         nu_conv_set_algo(a);
         s = nu_graph_compute_opts(g, p1, &o_fast);
         NU_CHECK_MSG(s == NU_OK, "%s: compute failed: %s", c->name, nu_last_error());
@@ -173,7 +198,7 @@ static void check_case(const ccase *c) {
         s = nu_graph_compute_opts(g, p2, &o_fast);
         NU_CHECK_MSG(s == NU_OK, "%s: compute failed: %s", c->name, nu_last_error());
         fetch_results(y, xleaf, w, b, &f2);
-        compare_fast(c, names[a], &ref, &f1, &f2);
+        compare_fast(c, ALGO_NAMES[a], &ref, &f1, &f2);
         results_free(&f1);
         results_free(&f2);
     }
@@ -209,6 +234,20 @@ static const ccase fast_cases[] = {
     {"conv wino W-strided",          0, 1, 36, 17, 19, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32},
     {"conv wino2 48ch 9x10",         0, 1, 48, 9, 10, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
     {"conv wino2 p2 f16",            0, 1, 32, 8, 8, 32, 3, 3, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, NU_TYPE_F16},
+    /* k_conv_wino_gen.c: every kit, odd sizes, padding on either axis, tile groups across rows
+     * strided inputs, f16 weights; "blocks" has 17 x 4 rows of 4 tiles: 8 work items of 9 tile
+     * rows and a last one of 4 */
+    {"conv 1x7 p(0,3) winog",        0, 2, 24, 17, 17, 20, 1, 7, 1, 1, 0, 3, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 7x1 p(3,0) winog",        0, 2, 20, 17, 23, 72, 7, 1, 1, 1, 3, 0, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 1x3 p(0,1) winog nc",     0, 2, 17, 8, 9, 19, 1, 3, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1, F32},
+    {"conv 3x1 p(1,0) winog",        0, 1, 16, 9, 8, 16, 3, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 1, 2, F32},
+    {"conv 5x5 p2 winog",            0, 2, 18, 13, 15, 21, 5, 5, 1, 1, 2, 2, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 5x5 p0 winog f16",        0, 1, 9, 12, 11, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, NU_TYPE_F16},
+    {"conv 1x5 p(1,2) winog",        0, 1, 12, 7, 19, 9, 1, 5, 1, 1, 1, 2, 1, 1, 1, 0, 0, 0, 0, F32},
+    {"conv 5x1 p(2,1) winog",        0, 1, 12, 19, 7, 9, 5, 1, 1, 1, 2, 1, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 7x7 p3 winog",            0, 1, 6, 16, 15, 8, 7, 7, 1, 1, 3, 3, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 5x5 p2 winog blocks",     0, 17, 16, 16, 16, 113, 5, 5, 1, 1, 2, 2, 1, 1, 1, 0, 0, 1, 0, F32},
+    {"conv 3x3 p1 winog 20ch",       0, 2, 20, 10, 11, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
     {"convT 3x3 s2 p1 op1",          1, 2, 6, 7, 8, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, F32},
     {"convT 4x4 s2 p1",              1, 1, 8, 6, 7, 4, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
     {"convT 3x3 s1 p1 groups 3",     1, 2, 6, 7, 6, 9, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 0, 1, 0, F32},
@@ -272,17 +311,18 @@ static void check_matrix_case(const char *name, nu_type t, int64_t N, int64_t C,
     snprintf(nm, sizeof nm, "matrix %s %s: reference twin, matrix vs 4-d", name, nu_type_name(t));
     NU_CHECK(nu_test_equal(nm, refm, ref, n));
     free(refm);
-    static const char *names[] = {"auto", "gemm", "wino2", "wino4"};
-    bool wino = k == 3 && stride == 1 && groups == 1;
-    for (int a = NU_CONV_ALGO_AUTO; a <= (wino ? NU_CONV_ALGO_WINO4 : NU_CONV_ALGO_AUTO); a++) {
+    bool wino = k == 3 && stride == 1 && groups == 1, winog = maybe_winog(false, k, k, stride, stride, 1, 1, groups);
+    int algos[5], nalg = case_algos(wino, winog, algos);
+    for (int ai = 0; ai < nalg; ai++) {
+        int a = algos[ai];
         nu_conv_set_algo(a);
         NU_CHECK(nu_graph_compute_opts(gm, p1, &o_fast) == NU_OK);
         float *f1 = fetch(ym, &n);
         NU_CHECK(nu_graph_compute_opts(gm, p2, &o_fast) == NU_OK);
         float *f2 = fetch(ym, &n);
-        snprintf(nm, sizeof nm, "matrix %s %s [%s] fast/ref", name, nu_type_name(t), names[a]);
-        NU_CHECK(nu_test_nmse(nm, f1, ref, n, wino ? TOL_WINO : TOL_GEMM));
-        snprintf(nm, sizeof nm, "matrix %s %s [%s] 1/2 threads", name, nu_type_name(t), names[a]);
+        snprintf(nm, sizeof nm, "matrix %s %s [%s] fast/ref", name, nu_type_name(t), ALGO_NAMES[a]);
+        NU_CHECK(nu_test_nmse(nm, f1, ref, n, wino || winog ? TOL_WINO : TOL_GEMM));
+        snprintf(nm, sizeof nm, "matrix %s %s [%s] 1/2 threads", name, nu_type_name(t), ALGO_NAMES[a]);
         NU_CHECK(nu_test_equal(nm, f2, f1, n));
         free(f1);
         free(f2);
@@ -306,6 +346,7 @@ static void test_matrix_form(void) {
         check_matrix_case("1x1 64->48 9x7", t, 2, 64, 9, 7, 48, 1, 1, 0, 1, false);
         check_matrix_case("1x1 64->48 9x7 row gap", t, 2, 64, 9, 7, 48, 1, 1, 0, 1, true);
         check_matrix_case("3x3 groups 2 64->16 8x9", t, 1, 64, 8, 9, 16, 3, 1, 1, 2, false);
+        check_matrix_case("5x5 s1 p2 32->24 11x12", t, 2, 32, 11, 12, 24, 5, 1, 2, 1, false);
         if (nu_test_quick()) break;
     }
 }

@@ -334,7 +334,7 @@ static void pack_b(const nu_conv_geom *g, nu_conv_view4 b, int64_t n, int64_t k0
 
 /* ---------------------------------------------------------------- plans */
 
-enum { ALG_GEMM, ALG_WINO };
+enum { ALG_GEMM, ALG_WINO, ALG_WINOG };
 
 typedef struct conv_plan {
     int alg;
@@ -345,6 +345,7 @@ typedef struct conv_plan {
     int64_t mb, nmb;    /* block of B's group channels and count                            */
     nu_conv_geom wg;    /* Winograd geometry (for adj: the equivalent conv2d)               */
     nu_wino_plan wino;
+    nu_winog_plan winog;
     int wmode;          /* W_VIEW, W_ROWS or W_COPY                                         */
     size_t wcopy;       /* floats for a converted weight (W_COPY), at the work buffer's head */
     size_t per_thread;  /* floats of private scratch per thread                             */
@@ -394,7 +395,8 @@ void nu_conv_set_algo(int algo) { atomic_store(&forced_algo, algo); }
 static int choose_wino(const nu_conv_geom *g) {
     if (g->KH != 3 || g->KW != 3 || g->sh != 1 || g->sw != 1 || g->dh != 1 || g->dw != 1 || g->G != 1) return 0;
     switch (atomic_load(&forced_algo)) {
-    case NU_CONV_ALGO_GEMM: return 0;
+    case NU_CONV_ALGO_GEMM:
+    case NU_CONV_ALGO_WINOG: return 0;
     case NU_CONV_ALGO_WINO2: return 2;
     case NU_CONV_ALGO_WINO4: return 4;
     default: break;
@@ -403,6 +405,26 @@ static int choose_wino(const nu_conv_geom *g) {
     if (g->N * cdiv(g->Ho, 4) * cdiv(g->Wo, 4) >= 64) return 4;
     if (g->N * cdiv(g->Ho, 2) * cdiv(g->Wo, 2) >= 64) return 2;
     return 0;
+}
+
+/* Whether to use k_conv_wino_gen.c for a conv2d-shaped problem it can take. It wins on every
+ * non-3x3 kernel it takes once there are enough channels and pixels, and on 3x3 kernels with
+ * few channels, whose tile blocks fit each thread's cache (k_conv_winograd.c's shared chunks
+ * win from ~300 channels in + out). Measured on the dev machine, 2 threads, batch 8 unless
+ * noted, ms (im2col + GEMM / k_conv_winograd.c F(4,3) / this):
+ *   1x7 160->160 17x17   4.82 / - / 3.48     7x1 128->128 17x17   3.11 / - / 2.26
+ *   5x5 48->64 35x35     9.12 / - / 3.68     1x3 384->384 8x8     2.51 / - / 2.29
+ *   3x3 32->64 147x147  37.8 / 23.6 / 17.8   3x3 80->192 71x71   58.3 / 21.9 / 20.0
+ *   3x3 64->96 35x35     6.34 / 2.80 / 2.30  3x3 96->96 35x35    9.00 / 3.76 / 3.87
+ *   3x3 448->384 8x8     8.87 / 8.41 / 8.95  3x3 320->320 64x64 (N 1) 40.4 / 14.4 / 18.4 */
+static bool choose_winog(const nu_conv_geom *g) {
+    switch (atomic_load(&forced_algo)) {
+    case NU_CONV_ALGO_WINOG: return true;
+    case NU_CONV_ALGO_AUTO: break;
+    default: return false;
+    }
+    if (g->C < 16 || g->K < 16 || g->N * g->Ho * g->Wo < 256) return false;
+    return !(g->KH == 3 && g->KW == 3) || g->C + g->K <= 288;
 }
 
 static void plan_common(conv_plan *pl, const conv_roles *r, const nu_conv_geom *g, bool conv2d) {
@@ -429,6 +451,10 @@ static nu_gemm_args typed_gemm_args(const nu_tensor *w, int64_t qn, int64_t mn, 
 
 static void plan_fwd(const nu_conv_geom *g, const conv_roles *r, conv_plan *pl) {
     plan_common(pl, r, g, true);
+    if (choose_winog(g) && nu_winog_plan_make(g, &pl->winog)) {
+        pl->alg = ALG_WINOG;
+        return;
+    }
     int m = choose_wino(g);
     if (m && nu_wino_plan_make(g, m, &pl->wino)) {
         pl->alg = ALG_WINO;
@@ -519,7 +545,9 @@ static void plan_node(const nu_tensor *dst, nu_conv_geom *g, conv_roles *r, conv
 
 /* Floats of the algorithm's scratch (after wcopy; the W_ROWS per-thread rows follow it). */
 static size_t alg_floats(const conv_plan *pl, int nth) {
-    return pl->alg == ALG_WINO ? pl->wino.bytes / sizeof(float) : pl->per_thread * (size_t)nth;
+    if (pl->alg == ALG_WINO) return pl->wino.bytes / sizeof(float);
+    if (pl->alg == ALG_WINOG) return pl->winog.u_floats + pl->winog.thread_floats * (size_t)nth;
+    return pl->per_thread * (size_t)nth;
 }
 
 static size_t conv_work_size(const nu_tensor *dst, int nth) {
@@ -722,6 +750,9 @@ static void k_conv2d(const nu_compute_params *p, nu_tensor *dst) {
     } else if (pl.alg == ALG_WINO) {
         nu_conv_wrows wr = {wt, tws};
         nu_wino_run(p, &pl.wg, &pl.wino, a, w, wt ? &wr : NULL, bias_ptr(r.bias), (float *)dst->data, work);
+    } else if (pl.alg == ALG_WINOG) {
+        nu_conv_wrows wr = {wt, tws};
+        nu_winog_run(p, &g, &pl.winog, a, w, wt ? &wr : NULL, bias_ptr(r.bias), (float *)dst->data, work);
     } else {
         fwd_gemm(p, &g, &pl, a, w.p, wt, tws, bias_ptr(r.bias), (float *)dst->data,
                  work + pl.per_thread * (size_t)p->ith);

@@ -52,9 +52,28 @@ bool nu_wino_plan_make(const nu_conv_geom *g, int m, nu_wino_plan *pl);
 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_wino_plan *pl, nu_conv_view4 a,
                  nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, float *b_out, float *work);
 
+/* Winograd for the other stride-1 single-group kernels (k_conv_wino_gen.c): 1xr, rx1 (r = 3, 5,
+ * 7) and rxr (r = 3, 5, 7). Tiles of mh x mw outputs from ah x aw inputs. */
+typedef struct nu_winog_plan {
+    int mh, mw, ah, aw;
+    int64_t th, tw;       /* tiles per image in y and x                              */
+    int64_t rb;           /* tile rows per work item                                 */
+    int64_t kb;           /* output channels per block                               */
+    size_t u_floats;      /* shared: the transformed weights of a block              */
+    size_t v_floats;      /* per thread: V of an item (M follows it)                 */
+    size_t thread_floats; /* per thread: V + M                                       */
+} nu_winog_plan;
+
+/* Fills *pl and returns true, or returns false if the shape does not qualify. */
+bool nu_winog_plan_make(const nu_conv_geom *g, nu_winog_plan *pl);
+/* As nu_wino_run, for a plan of nu_winog_plan_make; work: u_floats + nth * thread_floats. */
+void nu_winog_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_winog_plan *pl, nu_conv_view4 a,
+                  nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, float *b_out, float *work);
+
 /* Algorithm override for tests and benchmarks (process-wide; AUTO by default). A forced
- * Winograd variant applies only where the shape allows it; elsewhere AUTO's choice is used. */
-enum { NU_CONV_ALGO_AUTO, NU_CONV_ALGO_GEMM, NU_CONV_ALGO_WINO2, NU_CONV_ALGO_WINO4 };
+ * Winograd variant applies only where the shape allows it; elsewhere AUTO's choice is used.
+ * WINOG forces k_conv_wino_gen.c (3x3 and 7x7 included), GEMM forces im2col + GEMM. */
+enum { NU_CONV_ALGO_AUTO, NU_CONV_ALGO_GEMM, NU_CONV_ALGO_WINO2, NU_CONV_ALGO_WINO4, NU_CONV_ALGO_WINOG };
 void nu_conv_set_algo(int algo);
 
 /* Aligns a float count to 16 (64 bytes). */

@@ -481,7 +481,8 @@ static void bench_unet(bench_opts *o, nu_pool *pool) {
 static void bench_fid(bench_opts *o, nu_pool *pool) {
     const char *wpath = getenv("NU_INCEPTION_WEIGHTS");
     const char *nenv = getenv("NU_BENCH_FID_IMAGES");
-    int n = nenv && atoi(nenv) > 0 ? atoi(nenv) : 64, batch = 8;
+    const char *benv = getenv("NU_BENCH_FID_BATCH");
+    int n = nenv && atoi(nenv) > 0 ? atoi(nenv) : 64, batch = benv && atoi(benv) > 0 ? atoi(benv) : 8;
     nu_inception *net = NULL;
     nu_status st = wpath && *wpath ? nu_inception_load(wpath, &net) : nu_inception_new_random(1, &net);
     if (st != NU_OK) {
