@@ -32,6 +32,7 @@ typedef struct ccase {
     bool bias;
     int noncontig; /* 0: contiguous x; 1: channels strided (NHCW storage); 2: W strided (NCWH) */
     nu_type wtype;
+    bool relu; /* conv2d with the fused ReLU */
 } ccase;
 
 /* Tolerances (normalised MSE against the reference twin, which accumulates in double).
@@ -84,6 +85,7 @@ static nu_conv2d_params case_params(const ccase *c) {
     p.groups = c->groups;
     p.output_padding[0] = c->oph;
     p.output_padding[1] = c->opw;
+    p.relu = c->relu;
     return p;
 }
 
@@ -213,53 +215,59 @@ static void check_case(const ccase *c) {
 #define F32 NU_TYPE_F32
 static const ccase fast_cases[] = {
     /* name                          T  N  C   H   W   K  KH KW sh sw ph pw dh dw g  oph opw bias nc  w */
-    {"conv 3x3 s1 p1 odd",           0, 2, 5, 11, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 3x3 s2 p1",               0, 1, 6, 12, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 3x3 s1 p2 d2",            0, 1, 4, 10, 11, 6, 3, 3, 1, 1, 2, 2, 2, 2, 1, 0, 0, 0, 0, F32},
-    {"conv 5x3 s(2,1) p(2,0) d(1,2)",0, 2, 3, 13, 12, 5, 5, 3, 2, 1, 2, 0, 1, 2, 1, 0, 0, 1, 0, F32},
-    {"conv groups 2",                0, 2, 6, 9, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 0, 1, 0, F32},
-    {"conv depthwise",               0, 1, 8, 10, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 0, 0, 1, 0, F32},
-    {"conv depthwise x2 s2",         0, 1, 4, 10, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 4, 0, 0, 0, 0, F32},
-    {"conv 1x1",                     0, 2, 24, 7, 9, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 1x1 noncontig",           0, 2, 24, 7, 9, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
-    {"conv 1x1 s2",                  0, 1, 16, 9, 9, 12, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 4x4 s2 p1 (down)",        0, 2, 8, 16, 14, 16, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 3x3 noncontig",           0, 2, 6, 9, 10, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, F32},
-    {"conv 3x3 s2 W-strided",        0, 1, 6, 12, 11, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32},
-    {"conv 1x1 W-strided",           0, 1, 8, 5, 6, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 2, F32},
-    {"conv 3x3 f16 weight",          0, 1, 6, 9, 10, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, NU_TYPE_F16},
-    {"conv wino4 40ch 20x21",        0, 2, 40, 20, 21, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv wino4 noncontig p0",      0, 2, 33, 18, 19, 34, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
-    {"conv wino stream 176ch",       0, 1, 176, 8, 9, 176, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv wino W-strided",          0, 1, 36, 17, 19, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32},
-    {"conv wino2 48ch 9x10",         0, 1, 48, 9, 10, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv wino2 p2 f16",            0, 1, 32, 8, 8, 32, 3, 3, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, NU_TYPE_F16},
+    {"conv 3x3 s1 p1 odd",           0, 2, 5, 11, 13, 7, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 3x3 s2 p1",               0, 1, 6, 12, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 3x3 s1 p2 d2",            0, 1, 4, 10, 11, 6, 3, 3, 1, 1, 2, 2, 2, 2, 1, 0, 0, 0, 0, F32, false},
+    {"conv 5x3 s(2,1) p(2,0) d(1,2)",0, 2, 3, 13, 12, 5, 5, 3, 2, 1, 2, 0, 1, 2, 1, 0, 0, 1, 0, F32, false},
+    {"conv groups 2",                0, 2, 6, 9, 8, 4, 3, 3, 1, 1, 1, 1, 1, 1, 2, 0, 0, 1, 0, F32, false},
+    {"conv depthwise",               0, 1, 8, 10, 9, 8, 3, 3, 1, 1, 1, 1, 1, 1, 8, 0, 0, 1, 0, F32, false},
+    {"conv depthwise x2 s2",         0, 1, 4, 10, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 4, 0, 0, 0, 0, F32, false},
+    {"conv 1x1",                     0, 2, 24, 7, 9, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 1x1 noncontig",           0, 2, 24, 7, 9, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32, false},
+    {"conv 1x1 s2",                  0, 1, 16, 9, 9, 12, 1, 1, 2, 2, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 4x4 s2 p1 (down)",        0, 2, 8, 16, 14, 16, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 3x3 noncontig",           0, 2, 6, 9, 10, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, F32, false},
+    {"conv 3x3 s2 W-strided",        0, 1, 6, 12, 11, 7, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32, false},
+    {"conv 1x1 W-strided",           0, 1, 8, 5, 6, 9, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 2, F32, false},
+    {"conv 3x3 f16 weight",          0, 1, 6, 9, 10, 5, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, NU_TYPE_F16, false},
+    {"conv wino4 40ch 20x21",        0, 2, 40, 20, 21, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv wino4 noncontig p0",      0, 2, 33, 18, 19, 34, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32, false},
+    {"conv wino stream 176ch",       0, 1, 176, 8, 9, 176, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv wino W-strided",          0, 1, 36, 17, 19, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32, false},
+    {"conv wino2 48ch 9x10",         0, 1, 48, 9, 10, 40, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv wino2 p2 f16",            0, 1, 32, 8, 8, 32, 3, 3, 1, 1, 2, 2, 1, 1, 1, 0, 0, 0, 0, NU_TYPE_F16, false},
     /* k_conv_wino_gen.c: every kit, odd sizes, padding on either axis, tile groups across rows
      * strided inputs, f16 weights; "blocks" has 17 x 4 rows of 4 tiles: 8 work items of 9 tile
      * rows and a last one of 4 */
-    {"conv 1x7 p(0,3) winog",        0, 2, 24, 17, 17, 20, 1, 7, 1, 1, 0, 3, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 7x1 p(3,0) winog",        0, 2, 20, 17, 23, 72, 7, 1, 1, 1, 3, 0, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 1x3 p(0,1) winog nc",     0, 2, 17, 8, 9, 19, 1, 3, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1, F32},
-    {"conv 3x1 p(1,0) winog",        0, 1, 16, 9, 8, 16, 3, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 1, 2, F32},
-    {"conv 5x5 p2 winog",            0, 2, 18, 13, 15, 21, 5, 5, 1, 1, 2, 2, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 5x5 p0 winog f16",        0, 1, 9, 12, 11, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, NU_TYPE_F16},
-    {"conv 1x5 p(1,2) winog",        0, 1, 12, 7, 19, 9, 1, 5, 1, 1, 1, 2, 1, 1, 1, 0, 0, 0, 0, F32},
-    {"conv 5x1 p(2,1) winog",        0, 1, 12, 19, 7, 9, 5, 1, 1, 1, 2, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 7x7 p3 winog",            0, 1, 6, 16, 15, 8, 7, 7, 1, 1, 3, 3, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 5x5 p2 winog blocks",     0, 17, 16, 16, 16, 113, 5, 5, 1, 1, 2, 2, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"conv 3x3 p1 winog 20ch",       0, 2, 20, 10, 11, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"convT 3x3 s2 p1 op1",          1, 2, 6, 7, 8, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, F32},
-    {"convT 4x4 s2 p1",              1, 1, 8, 6, 7, 4, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"convT 3x3 s1 p1 groups 3",     1, 2, 6, 7, 6, 9, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 0, 1, 0, F32},
-    {"convT 3x3 s1 d2 op1",          1, 1, 4, 6, 5, 6, 3, 3, 1, 1, 1, 0, 2, 2, 1, 1, 1, 1, 0, F32},
-    {"convT 1x1",                    1, 2, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"convT 1x1 noncontig",          1, 2, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1, F32},
-    {"convT 5x5 s3 p2 op2 nc",       1, 1, 5, 4, 5, 3, 5, 5, 3, 3, 2, 2, 1, 1, 1, 2, 1, 1, 1, F32},
-    {"convT 3x3 s2 W-strided",       1, 1, 5, 6, 7, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 2, F32},
-    {"convT wino W-strided",         1, 1, 34, 9, 12, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32},
-    {"convT depthwise s2",           1, 1, 6, 5, 6, 6, 3, 3, 2, 2, 1, 1, 1, 1, 6, 1, 1, 1, 0, F32},
-    {"convT wino 40ch p1",           1, 2, 40, 19, 20, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32},
-    {"convT wino p0 nc",             1, 1, 32, 14, 15, 40, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32},
+    {"conv 1x7 p(0,3) winog",        0, 2, 24, 17, 17, 20, 1, 7, 1, 1, 0, 3, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 7x1 p(3,0) winog",        0, 2, 20, 17, 23, 72, 7, 1, 1, 1, 3, 0, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 1x3 p(0,1) winog nc",     0, 2, 17, 8, 9, 19, 1, 3, 1, 1, 0, 1, 1, 1, 1, 0, 0, 0, 1, F32, false},
+    {"conv 3x1 p(1,0) winog",        0, 1, 16, 9, 8, 16, 3, 1, 1, 1, 1, 0, 1, 1, 1, 0, 0, 1, 2, F32, false},
+    {"conv 5x5 p2 winog",            0, 2, 18, 13, 15, 21, 5, 5, 1, 1, 2, 2, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 5x5 p0 winog f16",        0, 1, 9, 12, 11, 10, 5, 5, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, NU_TYPE_F16, false},
+    {"conv 1x5 p(1,2) winog",        0, 1, 12, 7, 19, 9, 1, 5, 1, 1, 1, 2, 1, 1, 1, 0, 0, 0, 0, F32, false},
+    {"conv 5x1 p(2,1) winog",        0, 1, 12, 19, 7, 9, 5, 1, 1, 1, 2, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 7x7 p3 winog",            0, 1, 6, 16, 15, 8, 7, 7, 1, 1, 3, 3, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"conv 5x5 p2 winog blocks",     0, 17, 16, 16, 16, 113, 5, 5, 1, 1, 2, 2, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    /* the fused ReLU on each forward path: im2col + GEMM, 1x1 GEMM, F(4,3), F(2,3) (forced),
+     * k_conv_wino_gen.c (and, with "auto", the backward through it) */
+    {"conv 3x3 s2 p1 relu",          0, 1, 6, 12, 9, 8, 3, 3, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, true},
+    {"conv 1x1 relu",                0, 2, 24, 7, 9, 40, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32, true},
+    {"conv wino4 40ch relu",         0, 2, 40, 20, 21, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, true},
+    {"conv 1x7 p(0,3) relu",         0, 2, 24, 17, 17, 20, 1, 7, 1, 1, 0, 3, 1, 1, 1, 0, 0, 1, 0, F32, true},
+    {"conv 3x3 p1 winog 20ch",       0, 2, 20, 10, 11, 17, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"convT 3x3 s2 p1 op1",          1, 2, 6, 7, 8, 5, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 0, F32, false},
+    {"convT 4x4 s2 p1",              1, 1, 8, 6, 7, 4, 4, 4, 2, 2, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"convT 3x3 s1 p1 groups 3",     1, 2, 6, 7, 6, 9, 3, 3, 1, 1, 1, 1, 1, 1, 3, 0, 0, 1, 0, F32, false},
+    {"convT 3x3 s1 d2 op1",          1, 1, 4, 6, 5, 6, 3, 3, 1, 1, 1, 0, 2, 2, 1, 1, 1, 1, 0, F32, false},
+    {"convT 1x1",                    1, 2, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"convT 1x1 noncontig",          1, 2, 12, 5, 6, 10, 1, 1, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 1, F32, false},
+    {"convT 5x5 s3 p2 op2 nc",       1, 1, 5, 4, 5, 3, 5, 5, 3, 3, 2, 2, 1, 1, 1, 2, 1, 1, 1, F32, false},
+    {"convT 3x3 s2 W-strided",       1, 1, 5, 6, 7, 4, 3, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1, 1, 2, F32, false},
+    {"convT wino W-strided",         1, 1, 34, 9, 12, 33, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 2, F32, false},
+    {"convT depthwise s2",           1, 1, 6, 5, 6, 6, 3, 3, 2, 2, 1, 1, 1, 1, 6, 1, 1, 1, 0, F32, false},
+    {"convT wino 40ch p1",           1, 2, 40, 19, 20, 36, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 0, F32, false},
+    {"convT wino p0 nc",             1, 1, 32, 14, 15, 40, 3, 3, 1, 1, 0, 0, 1, 1, 1, 0, 0, 1, 1, F32, false},
 };
 
 /* ================================================================ 1b. matrix-form weights */
@@ -270,7 +278,7 @@ static const ccase fast_cases[] = {
  * GEMM / Winograd tolerances above apply; 1 and 2 threads agree bitwise; the reference twin on
  * the matrix form must equal the 4-d one bitwise (same double accumulation). */
 static void check_matrix_case(const char *name, nu_type t, int64_t N, int64_t C, int64_t H, int64_t W, int64_t K,
-                              int k, int stride, int pad, int groups, bool row_gap) {
+                              int k, int stride, int pad, int groups, bool row_gap, bool relu) {
     nu_ctx *ctx = nu_ctx_new(NULL);
     int64_t Cg = C / groups, row = Cg * k * k;
     nu_tensor *x = random_tensor(ctx, NU_TYPE_F32, 4, (int64_t[]){N, C, H, W}, 11, 1.f);
@@ -293,6 +301,7 @@ static void check_matrix_case(const char *name, nu_type t, int64_t N, int64_t C,
     p.stride[0] = p.stride[1] = stride;
     p.padding[0] = p.padding[1] = pad;
     p.groups = groups;
+    p.relu = relu;
     nu_tensor *y4 = nu_conv2d(ctx, x, w4, b, &p);
     p.kernel[0] = p.kernel[1] = k;
     nu_tensor *ym = nu_conv2d(ctx, x, wm, b, &p);
@@ -340,13 +349,15 @@ static void test_matrix_form(void) {
     static const nu_type types[] = {NU_TYPE_F32, NU_TYPE_F16, NU_TYPE_Q8_0, NU_TYPE_Q4_0};
     for (int i = 0; i < 4; i++) {
         nu_type t = types[i];
-        check_matrix_case("3x3 s1 p1 32->40 17x19", t, 2, 32, 17, 19, 40, 3, 1, 1, 1, false);
-        check_matrix_case("3x3 s1 p1 32->40 17x19 row gap", t, 2, 32, 17, 19, 40, 3, 1, 1, 1, true);
-        check_matrix_case("3x3 s2 p1 32->24 15x16", t, 1, 32, 15, 16, 24, 3, 2, 1, 1, false);
-        check_matrix_case("1x1 64->48 9x7", t, 2, 64, 9, 7, 48, 1, 1, 0, 1, false);
-        check_matrix_case("1x1 64->48 9x7 row gap", t, 2, 64, 9, 7, 48, 1, 1, 0, 1, true);
-        check_matrix_case("3x3 groups 2 64->16 8x9", t, 1, 64, 8, 9, 16, 3, 1, 1, 2, false);
-        check_matrix_case("5x5 s1 p2 32->24 11x12", t, 2, 32, 11, 12, 24, 5, 1, 2, 1, false);
+        check_matrix_case("3x3 s1 p1 32->40 17x19", t, 2, 32, 17, 19, 40, 3, 1, 1, 1, false, false);
+        check_matrix_case("3x3 s1 p1 32->40 17x19 row gap", t, 2, 32, 17, 19, 40, 3, 1, 1, 1, true, false);
+        check_matrix_case("3x3 s2 p1 32->24 15x16", t, 1, 32, 15, 16, 24, 3, 2, 1, 1, false, false);
+        check_matrix_case("1x1 64->48 9x7", t, 2, 64, 9, 7, 48, 1, 1, 0, 1, false, false);
+        check_matrix_case("1x1 64->48 9x7 row gap", t, 2, 64, 9, 7, 48, 1, 1, 0, 1, true, false);
+        check_matrix_case("3x3 groups 2 64->16 8x9", t, 1, 64, 8, 9, 16, 3, 1, 1, 2, false, false);
+        check_matrix_case("5x5 s1 p2 32->24 11x12", t, 2, 32, 11, 12, 24, 5, 1, 2, 1, false, false);
+        check_matrix_case("3x3 s2 p1 32->24 15x16 relu", t, 1, 32, 15, 16, 24, 3, 2, 1, 1, false, true);
+        check_matrix_case("3x3 s1 p1 32->40 17x19 relu", t, 2, 32, 17, 19, 40, 3, 1, 1, 1, false, true);
         if (nu_test_quick()) break;
     }
 }

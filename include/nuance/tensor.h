@@ -263,6 +263,8 @@ typedef struct nu_conv2d_params {
     int output_padding[2]; /* conv_transpose2d only */
     int kernel[2];         /* KH, KW: required for a matrix-form weight; 0 or equal to the
                               weight's otherwise */
+    bool relu;             /* conv2d only: y = max(conv + bias, 0) in the same pass (the
+                              backward rule included); NaN passes through, as torch.relu */
 } nu_conv2d_params;
 nu_conv2d_params nu_conv2d_params_init(void); /* stride 1, padding 0, dilation 1, groups 1 */
 nu_tensor *nu_conv2d(nu_ctx *ctx, nu_tensor *x, nu_tensor *w, nu_tensor *bias, const nu_conv2d_params *p);

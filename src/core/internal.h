@@ -76,6 +76,8 @@ int nu_norm_dim(const nu_tensor *t, int dim);
 /* For backward rules: add `g` (shape of `src`, or broadcastable-to-src after nu_sum_to) to
  * src's gradient; a no-op when src does not need a gradient. */
 void nu_grad_accumulate(nu_ctx *ctx, nu_tensor *src, nu_tensor *g);
+/* gy * f'(x) for the unary function `kind` (enum nu_unary_kind): one UNARY_BACKWARD node. */
+nu_tensor *nu_unary_grad(nu_ctx *ctx, int kind, nu_tensor *gy, nu_tensor *x);
 static inline bool nu_needs_grad(const nu_tensor *t) { return t && (t->flags & NU_FLAG_NEEDS_GRAD); }
 /* Reduces g to the shape of t by summing broadcast dims (returns g if shapes match). */
 nu_tensor *nu_reduce_to_shape(nu_ctx *ctx, nu_tensor *g, const nu_tensor *t);

@@ -48,9 +48,10 @@ typedef struct nu_conv_wrows {
 /* Fills *pl for m (2 or 4) and returns true, or returns false if the shape does not qualify. */
 bool nu_wino_plan_make(const nu_conv_geom *g, int m, nu_wino_plan *pl);
 /* Runs on every thread of p (contains barriers). The filters come from the f32 view w, or from
- * wr when not NULL. bias may be NULL. work: at least pl->bytes. */
+ * wr when not NULL. bias may be NULL; relu: max(y, 0) on the way out. work: at least pl->bytes. */
 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_wino_plan *pl, nu_conv_view4 a,
-                 nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, float *b_out, float *work);
+                 nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, bool relu, float *b_out,
+                 float *work);
 
 /* Winograd for the other stride-1 single-group kernels (k_conv_wino_gen.c): 1xr, rx1 (r = 3, 5,
  * 7) and rxr (r = 3, 5, 7). Tiles of mh x mw outputs from ah x aw inputs. */
@@ -68,7 +69,8 @@ typedef struct nu_winog_plan {
 bool nu_winog_plan_make(const nu_conv_geom *g, nu_winog_plan *pl);
 /* As nu_wino_run, for a plan of nu_winog_plan_make; work: u_floats + nth * thread_floats. */
 void nu_winog_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_winog_plan *pl, nu_conv_view4 a,
-                  nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, float *b_out, float *work);
+                  nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, bool relu, float *b_out,
+                 float *work);
 
 /* Algorithm override for tests and benchmarks (process-wide; AUTO by default). A forced
  * Winograd variant applies only where the shape allows it; elsewhere AUTO's choice is used.

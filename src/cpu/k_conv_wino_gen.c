@@ -339,7 +339,8 @@ NU_AVX2 static ALWAYS_INLINE void weight_group(const int ah, const int aw, const
  * M A_w + bias from M[t][p0 + q] (tstride floats between t planes) into yplane [Ho, Wo]. */
 NU_AVX2 static ALWAYS_INLINE void output_group(const int ah, const int aw, const int mh, const int mw,
                                                const nu_conv_geom *g, const float *mm, int64_t tstride,
-                                               int64_t nvalid, float bias, float *yplane, int64_t ty, int64_t tx0) {
+                                               int64_t nvalid, float bias, bool relu, float *yplane, int64_t ty,
+                                               int64_t tx0) {
     __m256 x[8 * 8], t[8 * 8], o[8 * 8];
     __m256i mi = _mm256_castps_si256(lane_mask(nvalid));
     UNROLL for (int k = 0; k < ah * aw; k++)
@@ -361,6 +362,8 @@ NU_AVX2 static ALWAYS_INLINE void output_group(const int ah, const int aw, const
         int64_t oy = ty * mh + i;
         if (oy >= g->Ho) break;
         UNROLL for (int j = 0; j < mw; j++) o[i * mw + j] = _mm256_add_ps(o[i * mw + j], vb);
+        if (relu) /* max(0, x): NaN passes through */
+            UNROLL for (int j = 0; j < mw; j++) o[i * mw + j] = _mm256_max_ps(_mm256_setzero_ps(), o[i * mw + j]);
         float *dst = yplane + oy * g->Wo + ox0;
         if (ncols == 8 * mw) {
             lanes_store(mw, o + i * mw, dst);
@@ -376,7 +379,7 @@ typedef struct kit {
     void (*input)(const nu_conv_geom *g, nu_conv_view4 a, int64_t n, int64_t c, int64_t ty, int64_t tx0,
                   int64_t nvalid, float *v, int64_t tstride);
     void (*weight)(nu_conv_view4 w, int64_t o, int64_t c, int nvalid, float *u, int64_t tstride);
-    void (*output)(const nu_conv_geom *g, const float *mm, int64_t tstride, int64_t nvalid, float bias,
+    void (*output)(const nu_conv_geom *g, const float *mm, int64_t tstride, int64_t nvalid, float bias, bool relu,
                    float *yplane, int64_t ty, int64_t tx0);
 } kit;
 
@@ -389,8 +392,8 @@ typedef struct kit {
         weight_group(MH + RH - 1, MW + RW - 1, RH, RW, w, o, c, nv, u, ts);                                   \
     }                                                                                                         \
     NU_AVX2 static void output_##NAME(const nu_conv_geom *g, const float *mm, int64_t ts, int64_t nvalid,    \
-                                      float bias, float *yplane, int64_t ty, int64_t tx0) {                   \
-        output_group(MH + RH - 1, MW + RW - 1, MH, MW, g, mm, ts, nvalid, bias, yplane, ty, tx0);             \
+                                      float bias, bool relu, float *yplane, int64_t ty, int64_t tx0) {        \
+        output_group(MH + RH - 1, MW + RW - 1, MH, MW, g, mm, ts, nvalid, bias, relu, yplane, ty, tx0);       \
     }
 KIT(r1x7, 1, 7, 1, 2)
 KIT(r7x1, 7, 1, 2, 1)
@@ -420,8 +423,8 @@ static kit kit_for(int64_t kh, int64_t kw) {
 /* ---------------------------------------------------------------- driver */
 
 NU_AVX2 void nu_winog_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_winog_plan *pl,
-                          nu_conv_view4 a, nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, float *b_out,
-                          float *work) {
+                          nu_conv_view4 a, nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, bool relu,
+                          float *b_out, float *work) {
     NU_ASSERT(w.s[1] > -(INT32_MAX / 8) && w.s[1] < INT32_MAX / 8); /* the weight gathers' int32 offsets */
     kit kt = kit_for(g->KH, g->KW);
     int64_t T = (int64_t)pl->ah * pl->aw, rows = g->N * pl->th, bcap = pl->rb * pl->tw;
@@ -475,7 +478,7 @@ NU_AVX2 void nu_winog_run(const nu_compute_params *p, const nu_conv_geom *g, con
                     float *yplane = b_out + (n * g->K + o) * g->Ho * g->Wo;
                     for (int64_t gi = 0; gi * 8 < pl->tw; gi++)
                         kt.output(g, M + ol * bcap + rl * pl->tw + gi * 8, ldm, pl->tw - gi * 8, bias ? bias[o] : 0.f,
-                                  yplane, ty, gi * 8);
+                                  relu, yplane, ty, gi * 8);
                 }
             }
         }

@@ -273,7 +273,7 @@ NU_AVX2 static ALWAYS_INLINE void weight_filters_m(const nu_conv_geom *g, const 
 
 /* Output transform of 8 tiles of output channel o: M[t][orow][p0 + q] -> y (+ bias). */
 NU_AVX2 static ALWAYS_INLINE void output_tiles_m(const nu_conv_geom *g, const int m, const float *mm, int64_t ldm, int64_t orow,
-                                 int64_t pcap, int64_t p0, int64_t nvalid, float bias, float *yplane, int64_t ty,
+                                 int64_t pcap, int64_t p0, int64_t nvalid, float bias, bool relu, float *yplane, int64_t ty,
                                  int64_t tx0) {
     int an = m + 2;
     __m256 mask = lane_mask(nvalid);
@@ -299,6 +299,8 @@ NU_AVX2 static ALWAYS_INLINE void output_tiles_m(const nu_conv_geom *g, const in
         if (m == 4) at6(t[i], res); else at4(t[i], res);
         if (oy >= g->Ho) continue;
         for (int j = 0; j < m; j++) res[j] = _mm256_add_ps(res[j], vb);
+        if (relu) /* max(0, x): NaN passes through */
+            for (int j = 0; j < m; j++) res[j] = _mm256_max_ps(_mm256_setzero_ps(), res[j]);
         float *dst = yplane + oy * g->Wo + ox0;
         if (ncols == 8 * m) {
             interleave(m, res, dst);
@@ -320,9 +322,10 @@ NU_AVX2 static ALWAYS_INLINE void output_tiles_m(const nu_conv_geom *g, const in
         weight_filters_m(g, M, w, o, c, nvalid, u, orow, ldu, stream);                                 \
     }                                                                                                  \
     NU_AVX2 static void output_tiles##M(const nu_conv_geom *g, const float *mm, int64_t ldm, int64_t orow,     \
-                                        int64_t pcap, int64_t p0, int64_t nvalid, float bias, float *yplane,   \
+                                        int64_t pcap, int64_t p0, int64_t nvalid, float bias, bool relu,       \
+                                        float *yplane,                                                         \
                                         int64_t ty, int64_t tx0) {                                     \
-        output_tiles_m(g, M, mm, ldm, orow, pcap, p0, nvalid, bias, yplane, ty, tx0);                  \
+        output_tiles_m(g, M, mm, ldm, orow, pcap, p0, nvalid, bias, relu, yplane, ty, tx0);            \
     }
 WINO_SPECIALISE(4)
 WINO_SPECIALISE(2)
@@ -330,7 +333,8 @@ WINO_SPECIALISE(2)
 /* ---------------------------------------------------------------- driver */
 
 NU_AVX2 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, const nu_wino_plan *pl, nu_conv_view4 a,
-                         nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, float *b_out, float *work) {
+                         nu_conv_view4 w, const nu_conv_wrows *wr, const float *bias, bool relu, float *b_out,
+                         float *work) {
     int m = pl->m;
     int64_t an = m + 2, T = an * an;
     /* the weight gathers index 8 input channels with int32 offsets */
@@ -400,8 +404,10 @@ NU_AVX2 void nu_wino_run(const nu_compute_params *p, const nu_conv_geom *g, cons
                 for (int64_t gi = 0; gi < ngrp; gi++) {
                     int64_t tx0 = gi * 8;
                     float bo = bias ? bias[o] : 0.f;
-                    if (m == 4) output_tiles4(g, M, ldm, ol, pcap, rl * pl->tw + tx0, pl->tw - tx0, bo, yplane, ty, tx0);
-                    else output_tiles2(g, M, ldm, ol, pcap, rl * pl->tw + tx0, pl->tw - tx0, bo, yplane, ty, tx0);
+                    if (m == 4)
+                        output_tiles4(g, M, ldm, ol, pcap, rl * pl->tw + tx0, pl->tw - tx0, bo, relu, yplane, ty, tx0);
+                    else
+                        output_tiles2(g, M, ldm, ol, pcap, rl * pl->tw + tx0, pl->tw - tx0, bo, relu, yplane, ty, tx0);
                 }
             }
         }

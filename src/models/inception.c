@@ -382,16 +382,16 @@ void nu_inception_set_merge(nu_inception *m, bool merge) {
 
 /* ---------------------------------------------------------------- graph */
 
-static nu_tensor *conv(nu_ctx *ctx, const iconv *c, nu_tensor *x) {
+/* BasicConv2d (BN folded): relu(conv(x) + b), the ReLU fused into the conv (bitwise the same as
+ * a separate nu_relu: max(y, 0) of the same y). */
+static nu_tensor *cbr(nu_ctx *ctx, const iconv *c, nu_tensor *x) {
     nu_conv2d_params p = nu_conv2d_params_init();
     p.stride[0] = p.stride[1] = c->stride;
     p.padding[0] = c->ph;
     p.padding[1] = c->pw;
+    p.relu = true;
     return nu_conv2d(ctx, x, c->w, c->b, &p);
 }
-
-/* BasicConv2d (BN folded): relu(conv(x) + b) */
-static nu_tensor *cbr(nu_ctx *ctx, const iconv *c, nu_tensor *x) { return nu_relu(ctx, conv(ctx, c, x)); }
 
 /* Channel concat of NCHW tensors. Contiguous operands are concatenated as [N, C*H*W] rows (the
  * same bytes), so the copy kernel moves whole per-image blocks instead of W-float rows. */
@@ -457,21 +457,30 @@ static const iconv *cv(const nu_inception *m, const iblock *b, const char *branc
     return &m->conv[find_conv(m, b->name, branch)];
 }
 
-/* The block's 1x1 heads applied to x, before ReLU: h[i] [N, cout_i, H, W] (channel views of one
- * conv when merging). When merging, the avg-pool branch's conv is the last head. */
+/* The block's 1x1 heads applied to x: h[i] [N, cout_i, H, W], after their ReLU. When merging,
+ * the heads are channel views of one conv with the fused ReLU, and the avg-pool branch's conv
+ * (the last head) is a second conv over the rest of the merged weights, without ReLU (it is
+ * pooled first). */
 static void run_heads(nu_ctx *ctx, const nu_inception *m, const iblock *b, nu_tensor *x, bool merge, nu_tensor **h) {
+    int n = b->n_head - (b->head_pool ? 1 : 0);
     if (merge && b->n_head > 1) {
+        int64_t kr = 0, kall = b->mw->ne[0];
+        for (int i = 0; i < n; i++) kr += m->conv[b->head[i]].cout;
         nu_conv2d_params p = nu_conv2d_params_init();
-        nu_tensor *all = nu_conv2d(ctx, x, b->mw, b->mb, &p);
+        p.relu = true;
+        nu_tensor *all = nu_conv2d(ctx, x, nu_slice(ctx, b->mw, 0, 0, kr), nu_slice(ctx, b->mb, 0, 0, kr), &p);
         int64_t k0 = 0;
-        for (int i = 0; i < b->n_head; i++) {
+        for (int i = 0; i < n; i++) {
             int64_t k1 = k0 + m->conv[b->head[i]].cout;
-            h[i] = nu_slice(ctx, all, 1, k0, k1);
+            h[i] = n > 1 ? nu_slice(ctx, all, 1, k0, k1) : all;
             k0 = k1;
         }
+        if (b->head_pool) {
+            p.relu = false;
+            h[n] = nu_conv2d(ctx, x, nu_slice(ctx, b->mw, 0, kr, kall), nu_slice(ctx, b->mb, 0, kr, kall), &p);
+        }
     } else {
-        int n = b->n_head - (b->head_pool ? 1 : 0);
-        for (int i = 0; i < n; i++) h[i] = conv(ctx, &m->conv[b->head[i]], x);
+        for (int i = 0; i < n; i++) h[i] = cbr(ctx, &m->conv[b->head[i]], x);
     }
 }
 
@@ -486,25 +495,25 @@ static nu_tensor *block(nu_ctx *ctx, const nu_inception *m, const iblock *b, nu_
     run_heads(ctx, m, b, x, merge, h);
     switch (b->kind) {
     case BLK_A: { /* FIDInceptionA */
-        nu_tensor *b1 = nu_relu(ctx, h[0]);
-        nu_tensor *b5 = cbr(ctx, cv(m, b, "branch5x5_2"), nu_relu(ctx, h[1]));
-        nu_tensor *b3 = cbr(ctx, cv(m, b, "branch3x3dbl_2"), nu_relu(ctx, h[2]));
+        nu_tensor *b1 = h[0];
+        nu_tensor *b5 = cbr(ctx, cv(m, b, "branch5x5_2"), h[1]);
+        nu_tensor *b3 = cbr(ctx, cv(m, b, "branch3x3dbl_2"), h[2]);
         b3 = cbr(ctx, cv(m, b, "branch3x3dbl_3"), b3);
         nu_tensor *bp = avg_branch(ctx, cv(m, b, "branch_pool"), x, h[3], merge);
         return cat4(ctx, b1, b5, b3, bp);
     }
     case BLK_B: { /* InceptionB */
         nu_tensor *b3 = cbr(ctx, cv(m, b, "branch3x3"), x);
-        nu_tensor *bd = cbr(ctx, cv(m, b, "branch3x3dbl_2"), nu_relu(ctx, h[0]));
+        nu_tensor *bd = cbr(ctx, cv(m, b, "branch3x3dbl_2"), h[0]);
         bd = cbr(ctx, cv(m, b, "branch3x3dbl_3"), bd);
         nu_tensor *bp = maxpool(ctx, x, 2, 0, merge);
         return cat2(ctx, cat2(ctx, b3, bd), bp);
     }
     case BLK_C: { /* FIDInceptionC */
-        nu_tensor *b1 = nu_relu(ctx, h[0]);
-        nu_tensor *b7 = cbr(ctx, cv(m, b, "branch7x7_2"), nu_relu(ctx, h[1]));
+        nu_tensor *b1 = h[0];
+        nu_tensor *b7 = cbr(ctx, cv(m, b, "branch7x7_2"), h[1]);
         b7 = cbr(ctx, cv(m, b, "branch7x7_3"), b7);
-        nu_tensor *bd = nu_relu(ctx, h[2]);
+        nu_tensor *bd = h[2];
         bd = cbr(ctx, cv(m, b, "branch7x7dbl_2"), bd);
         bd = cbr(ctx, cv(m, b, "branch7x7dbl_3"), bd);
         bd = cbr(ctx, cv(m, b, "branch7x7dbl_4"), bd);
@@ -513,18 +522,18 @@ static nu_tensor *block(nu_ctx *ctx, const nu_inception *m, const iblock *b, nu_
         return cat4(ctx, b1, b7, bd, bp);
     }
     case BLK_D: { /* InceptionD */
-        nu_tensor *b3 = cbr(ctx, cv(m, b, "branch3x3_2"), nu_relu(ctx, h[0]));
-        nu_tensor *b7 = cbr(ctx, cv(m, b, "branch7x7x3_2"), nu_relu(ctx, h[1]));
+        nu_tensor *b3 = cbr(ctx, cv(m, b, "branch3x3_2"), h[0]);
+        nu_tensor *b7 = cbr(ctx, cv(m, b, "branch7x7x3_2"), h[1]);
         b7 = cbr(ctx, cv(m, b, "branch7x7x3_3"), b7);
         b7 = cbr(ctx, cv(m, b, "branch7x7x3_4"), b7);
         nu_tensor *bp = maxpool(ctx, x, 2, 0, merge);
         return cat2(ctx, cat2(ctx, b3, b7), bp);
     }
     default: { /* FIDInceptionE_1 (avg pool) / FIDInceptionE_2 (max pool) */
-        nu_tensor *b1 = nu_relu(ctx, h[0]);
-        nu_tensor *t = nu_relu(ctx, h[1]);
+        nu_tensor *b1 = h[0];
+        nu_tensor *t = h[1];
         nu_tensor *b3 = cat2(ctx, cbr(ctx, cv(m, b, "branch3x3_2a"), t), cbr(ctx, cv(m, b, "branch3x3_2b"), t));
-        nu_tensor *d = cbr(ctx, cv(m, b, "branch3x3dbl_2"), nu_relu(ctx, h[2]));
+        nu_tensor *d = cbr(ctx, cv(m, b, "branch3x3dbl_2"), h[2]);
         nu_tensor *bd =
             cat2(ctx, cbr(ctx, cv(m, b, "branch3x3dbl_3a"), d), cbr(ctx, cv(m, b, "branch3x3dbl_3b"), d));
         nu_tensor *bp;

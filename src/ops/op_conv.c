@@ -20,7 +20,7 @@
  */
 #include "core/internal.h"
 
-enum { P_STRIDE = 0, P_PAD = 2, P_DIL = 4, P_GROUPS = 6, P_OUTPAD = 7, P_KSIZE = 9 }; /* op_conv.c and k_conv.c */
+enum { P_STRIDE = 0, P_PAD = 2, P_DIL = 4, P_GROUPS = 6, P_OUTPAD = 7, P_KSIZE = 9, P_RELU = 11 }; /* op_conv.c and k_conv.c */
 
 nu_conv2d_params nu_conv2d_params_init(void) {
     nu_conv2d_params p;
@@ -47,6 +47,7 @@ static void check_params(const nu_conv2d_params *p, bool transposed) {
         }
     }
     NU_ASSERT(p->groups >= 1);
+    NU_ASSERT(!(transposed && p->relu)); /* the fused ReLU is a conv2d option */
 }
 
 static void set_params(nu_tensor *t, const nu_conv2d_params *p, bool transposed) {
@@ -58,6 +59,7 @@ static void set_params(nu_tensor *t, const nu_conv2d_params *p, bool transposed)
         t->params[P_KSIZE + i] = p->kernel[i];
     }
     t->params[P_GROUPS] = p->groups;
+    t->params[P_RELU] = p->relu;
 }
 
 static nu_conv2d_params get_params(const nu_tensor *t) {
@@ -70,6 +72,7 @@ static nu_conv2d_params get_params(const nu_tensor *t) {
         p.kernel[i] = t->params[P_KSIZE + i];
     }
     p.groups = t->params[P_GROUPS];
+    p.relu = t->params[P_RELU] != 0;
     return p;
 }
 
@@ -195,6 +198,10 @@ static void bw_conv2d(nu_ctx *ctx, nu_tensor *node, nu_tensor *gy) {
     nu_conv2d_params p = get_params(node);
     /* matrix-form weights (quantized inference weights) have no backward rule */
     NU_ASSERT(w->ndim == 4 || !(nu_needs_grad(x) || nu_needs_grad(w)));
+    if (p.relu) { /* through the fused ReLU first: relu'(pre) = [y > 0] */
+        gy = nu_unary_grad(ctx, NU_UNARY_RELU, gy, node);
+        p.relu = false;
+    }
     if (nu_needs_grad(x)) {
         nu_conv2d_params q = p;
         for (int i = 0; i < 2; i++) {

@@ -223,16 +223,20 @@ nu_tensor *nu_ln(nu_ctx *ctx, nu_tensor *a) { return unary(ctx, a, NU_UNARY_LOG)
 
 /* y = f(x): dL/dx = gy * f'(x), one UNARY_BACKWARD node (src0 = gy, src1 = x; the kernel
  * evaluates f' from x, see k_unary.c for each derivative). */
-static void bw_unary(nu_ctx *ctx, nu_tensor *node, nu_tensor *gy) {
-    nu_tensor *x = node->src[0];
-    if (!nu_needs_grad(x)) return;
+nu_tensor *nu_unary_grad(nu_ctx *ctx, int kind, nu_tensor *gy, nu_tensor *x) {
     gy = as_f32(ctx, gy);
     NU_ASSERT(nu_same_shape(gy, x));
     nu_tensor *t = nu_new_node(ctx, NU_OP_UNARY_BACKWARD, NU_TYPE_F32, x->ndim, x->ne);
     t->src[0] = gy;
     t->src[1] = x;
-    t->params[0] = node->params[0];
-    nu_grad_accumulate(ctx, x, t);
+    t->params[0] = kind;
+    return t;
+}
+
+static void bw_unary(nu_ctx *ctx, nu_tensor *node, nu_tensor *gy) {
+    nu_tensor *x = node->src[0];
+    if (!nu_needs_grad(x)) return;
+    nu_grad_accumulate(ctx, x, nu_unary_grad(ctx, node->params[0], gy, x));
 }
 
 void nu_ops_register_elementwise(nu_op_def *tab) {
