@@ -130,7 +130,7 @@ def fid_forward(torch, P, fold=False):
         return pool3, F.linear(pool3, P["fc.weight"], P["fc.bias"])
     return forward
 
-def fid_case(torch, rows, min_time, batch=int(os.environ.get("NU_BENCH_FID_BATCH", "8"))):
+def fid_case(torch, rows, min_time, batch=int(os.environ.get("NU_BENCH_FID_BATCH", "50"))):
     P = fid_weights(torch)
     x = torch.randint(0, 256, (batch, 299, 299, 3), dtype=torch.uint8)
     net = fid_forward(torch, P)

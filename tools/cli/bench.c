@@ -473,16 +473,17 @@ static void bench_unet(bench_opts *o, nu_pool *pool) {
 
 /* pytorch-fid's InceptionV3 features (pool3 + logits) of synthetic 299x299 RGB images, the whole
  * path of `nuance eval`: preprocessing (resize is the identity at 299) and the network in batches
- * of 8. Weights: $NU_INCEPTION_WEIGHTS (a safetensors file with pytorch-fid names) or random (the
- * time does not depend on the values). Images: $NU_BENCH_FID_IMAGES (default 64; the issue's
- * 1000 takes ~1.5 min on 2 cores). One warm-up batch builds the graph; then all images are timed
+ * of $NU_BENCH_FID_BATCH (default 50, pytorch-fid's default batch_size; bench/vs_torch.py reads
+ * the same variable). Weights: $NU_INCEPTION_WEIGHTS (a safetensors file with pytorch-fid names)
+ * or random (the time does not depend on the values). Images: $NU_BENCH_FID_IMAGES (default 100;
+ * the issue's 1000 take ~50 s on 2 cores). One warm-up batch builds the graph; then all images are timed
  * once. The row's time is per image (images/s = 1000 / ms); FLOPs 11.43 G per image (2 per
  * multiply-add: convolutions 11.422 G + fc 0.004 G). Baseline: PyTorch in bench/vs_torch.py. */
 static void bench_fid(bench_opts *o, nu_pool *pool) {
     const char *wpath = getenv("NU_INCEPTION_WEIGHTS");
     const char *nenv = getenv("NU_BENCH_FID_IMAGES");
     const char *benv = getenv("NU_BENCH_FID_BATCH");
-    int n = nenv && atoi(nenv) > 0 ? atoi(nenv) : 64, batch = benv && atoi(benv) > 0 ? atoi(benv) : 8;
+    int n = nenv && atoi(nenv) > 0 ? atoi(nenv) : 100, batch = benv && atoi(benv) > 0 ? atoi(benv) : 50;
     nu_inception *net = NULL;
     nu_status st = wpath && *wpath ? nu_inception_load(wpath, &net) : nu_inception_new_random(1, &net);
     if (st != NU_OK) {
