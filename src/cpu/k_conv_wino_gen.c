@@ -22,22 +22,22 @@
  * (an f32 direct conv: ~1e-14). Larger tiles (F(4,7): 5e-11) were measured and not used.
  *
  * The data flow is that of k_conv_winograd.c (U = transformed weights of a block of output
- * channels, V = transformed input tiles of a chunk, T = a_h * a_w GEMMs M[t] = U[t] V[t], output
- * transform), but tiles are numbered across rows and images, (n, ty, tx) row-major, and each AVX2
- * vector holds 8 consecutive tiles: a 17-wide row has only 9 tiles of F(2, 7), so grouping
- * within rows would leave half the lanes empty. Inputs are read with masked gathers (zero
- * outside the image: the padding), outputs written lane by lane. The coefficient tables are
- * compile-time constants and every transform loop is unrolled with constant sizes, so zero
- * coefficients vanish and +-1 become adds. Chunks, channel blocks and GEMM column blocks depend
- * only on the shape: 1 and N threads give bitwise-equal results.
+ * channels, V = transformed input tiles, T = a_h * a_w GEMMs M[t] = U[t] V[t], output transform),
+ * but after the weight transform each thread takes whole blocks of tile rows and runs the input
+ * transform, the T GEMMs and the output transform of its block alone, in its own V and M, which
+ * stay in its cache. Each AVX2 vector holds 8 neighbouring tiles of a tile row (the staged input
+ * rows are zero-padded, read as stride-m streams). The coefficient tables are compile-time
+ * constants and every transform loop is unrolled with constant sizes, so zero coefficients vanish
+ * and +-1 become adds. Blocks and channel blocks depend only on the shape: 1 and N threads give
+ * bitwise-equal results.
  * Tested by tests/test_op_conv.c.
  */
 #include <cblas.h>
 #include <immintrin.h>
-#include <stdlib.h>
 
 #include "cpu/gemm.h"
 #include "cpu/k_conv.h"
+#include "cpu/k_conv_lanes.h"
 
 #define NU_AVX2 __attribute__((target("avx2,fma")))
 #define ALWAYS_INLINE __attribute__((always_inline)) inline
@@ -182,33 +182,6 @@ bool nu_winog_plan_make(const nu_conv_geom *g, nu_winog_plan *pl) {
 /* Lane q of a group holds tile tx0 + q of a tile row: its inputs along x start at
  * (tx0 + q) * mw, a stride-mw stream through the staged row. */
 
-NU_AVX2 static ALWAYS_INLINE __m256 lane_mask(int64_t n) {
-    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), idx));
-}
-
-/* e[q] = x[2q], o[q] = x[2q + 1] (16 floats) */
-NU_AVX2 static ALWAYS_INLINE void deint2(const float *x, __m256 *e, __m256 *o) {
-    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
-    __m256 ev = _mm256_shuffle_ps(v0, v1, 0x88), od = _mm256_shuffle_ps(v0, v1, 0xDD);
-    *e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
-    *o = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
-}
-
-/* d[l][q] = x[4q + l], l < 4 (32 floats) */
-NU_AVX2 static ALWAYS_INLINE void deint4(const float *x, __m256 *d) {
-    __m256 v0 = _mm256_loadu_ps(x), v1 = _mm256_loadu_ps(x + 8);
-    __m256 v2 = _mm256_loadu_ps(x + 16), v3 = _mm256_loadu_ps(x + 24);
-    __m256 a0 = _mm256_permute2f128_ps(v0, v2, 0x20), a1 = _mm256_permute2f128_ps(v0, v2, 0x31);
-    __m256 a2 = _mm256_permute2f128_ps(v1, v3, 0x20), a3 = _mm256_permute2f128_ps(v1, v3, 0x31);
-    __m256 u0 = _mm256_unpacklo_ps(a0, a1), u1 = _mm256_unpackhi_ps(a0, a1);
-    __m256 u2 = _mm256_unpacklo_ps(a2, a3), u3 = _mm256_unpackhi_ps(a2, a3);
-    d[0] = _mm256_shuffle_ps(u0, u2, 0x44);
-    d[1] = _mm256_shuffle_ps(u0, u2, 0xEE);
-    d[2] = _mm256_shuffle_ps(u1, u3, 0x44);
-    d[3] = _mm256_shuffle_ps(u1, u3, 0xEE);
-}
-
 /* d[j][q] = row[q * mw + j] for j < aw (mw = 1, 2 or 4; row holds 8 * mw + aw - 1 floats and
  * may be read up to 8 * mw + 4 * ((aw - 1) / 4) + 8 floats) */
 NU_AVX2 static ALWAYS_INLINE void lanes_load(const int mw, const int aw, const float *row, __m256 *d) {
@@ -217,14 +190,14 @@ NU_AVX2 static ALWAYS_INLINE void lanes_load(const int mw, const int aw, const f
     } else if (mw == 2) {
         UNROLL for (int j = 0; j < aw; j += 2) {
             __m256 e, o;
-            deint2(row + j, &e, &o);
+            nu_conv_deint2(row + j, &e, &o);
             d[j] = e;
             if (j + 1 < aw) d[j + 1] = o;
         }
     } else {
         UNROLL for (int j = 0; j < aw; j += 4) {
             __m256 q[4];
-            deint4(row + j, q);
+            nu_conv_deint4(row + j, q);
             UNROLL for (int l = 0; l < 4; l++) if (j + l < aw) d[j + l] = q[l];
         }
     }
@@ -232,22 +205,9 @@ NU_AVX2 static ALWAYS_INLINE void lanes_load(const int mw, const int aw, const f
 
 /* The inverse for outputs: row[q * mw + j] = o[j][q] for j < mw (8 * mw floats). */
 NU_AVX2 static ALWAYS_INLINE void lanes_store(const int mw, const __m256 *o, float *row) {
-    if (mw == 1) {
-        _mm256_storeu_ps(row, o[0]);
-    } else if (mw == 2) {
-        __m256 lo = _mm256_unpacklo_ps(o[0], o[1]), hi = _mm256_unpackhi_ps(o[0], o[1]);
-        _mm256_storeu_ps(row, _mm256_permute2f128_ps(lo, hi, 0x20));
-        _mm256_storeu_ps(row + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-    } else {
-        __m256 t0 = _mm256_unpacklo_ps(o[0], o[1]), t1 = _mm256_unpackhi_ps(o[0], o[1]);
-        __m256 t2 = _mm256_unpacklo_ps(o[2], o[3]), t3 = _mm256_unpackhi_ps(o[2], o[3]);
-        __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        _mm256_storeu_ps(row, _mm256_permute2f128_ps(s0, s1, 0x20));
-        _mm256_storeu_ps(row + 8, _mm256_permute2f128_ps(s2, s3, 0x20));
-        _mm256_storeu_ps(row + 16, _mm256_permute2f128_ps(s0, s1, 0x31));
-        _mm256_storeu_ps(row + 24, _mm256_permute2f128_ps(s2, s3, 0x31));
-    }
+    if (mw == 1) _mm256_storeu_ps(row, o[0]);
+    else if (mw == 2) nu_conv_interleave2(o, row);
+    else nu_conv_interleave4(o, row);
 }
 
 /* ---------------------------------------------------------------- transforms */
@@ -282,7 +242,7 @@ NU_AVX2 static ALWAYS_INLINE void input_seg(const int ah, const int aw, const in
         else
             for (int64_t x = xlo; x < xhi; x++) row[x] = src[(ix0 + x) * a.s[3]];
     }
-    __m256i mi = _mm256_castps_si256(lane_mask(nt % 8));
+    __m256i mi = _mm256_castps_si256(nu_conv_lane_mask(nt % 8));
     for (int64_t q0 = 0; q0 < nt; q0 += 8) {
         __m256 d[8 * 8], t[8 * 8];
         UNROLL for (int i = 0; i < ah; i++) lanes_load(mw, aw, buf[i] + q0 * mw, d + i * aw);
@@ -312,7 +272,7 @@ NU_AVX2 static ALWAYS_INLINE void weight_group(const int ah, const int aw, const
                                                nu_conv_view4 w, int64_t o, int64_t c, int nvalid, float *u,
                                                int64_t tstride) {
     __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256 mask = lane_mask(nvalid);
+    __m256 mask = nu_conv_lane_mask(nvalid);
     __m256i vidx = _mm256_mullo_epi32(lane, _mm256_set1_epi32((int32_t)w.s[1]));
     const float *base = w.p + o * w.s[0] + c * w.s[1];
     __m256 gg[7 * 7], t[8 * 7], r2[8 * 8];
@@ -342,7 +302,7 @@ NU_AVX2 static ALWAYS_INLINE void output_group(const int ah, const int aw, const
                                                int64_t nvalid, float bias, bool relu, float *yplane, int64_t ty,
                                                int64_t tx0) {
     __m256 x[8 * 8], t[8 * 8], o[8 * 8];
-    __m256i mi = _mm256_castps_si256(lane_mask(nvalid));
+    __m256i mi = _mm256_castps_si256(nu_conv_lane_mask(nvalid));
     UNROLL for (int k = 0; k < ah * aw; k++)
         x[k] = nvalid >= 8 ? _mm256_loadu_ps(mm + k * tstride) : _mm256_maskload_ps(mm + k * tstride, mi);
     /* rows: A_w^T (aw -> mw), into t[i][.] with row length mw; columns: A_h^T (ah -> mh) */

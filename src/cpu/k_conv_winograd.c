@@ -25,6 +25,7 @@
 
 #include "cpu/gemm.h"
 #include "cpu/k_conv.h"
+#include "cpu/k_conv_lanes.h"
 
 #define NU_AVX2 __attribute__((target("avx2,fma")))
 
@@ -134,11 +135,6 @@ NU_AVX2 static inline void g4(const __m256 *g, __m256 *u) {
     u[3] = g[2];
 }
 
-NU_AVX2 static inline __m256 lane_mask(int64_t n) {
-    __m256i idx = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    return _mm256_castsi256_ps(_mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)), idx));
-}
-
 /* [v[1..7], x]: the stream of the next tile over */
 NU_AVX2 static inline __m256 shift_in(__m256 v, const float *x) {
     __m256 r = _mm256_permutevar8x32_ps(v, _mm256_setr_epi32(1, 2, 3, 4, 5, 6, 7, 7));
@@ -149,23 +145,11 @@ NU_AVX2 static inline __m256 shift_in(__m256 v, const float *x) {
  * a = m+2 lane vectors d[j] (lane q). row holds 8m + 2 floats. */
 NU_AVX2 static inline void deinterleave(int m, const float *row, __m256 *d) {
     if (m == 4) {
-        __m256 v0 = _mm256_loadu_ps(row), v1 = _mm256_loadu_ps(row + 8);
-        __m256 v2 = _mm256_loadu_ps(row + 16), v3 = _mm256_loadu_ps(row + 24);
-        __m256 a0 = _mm256_permute2f128_ps(v0, v2, 0x20), a1 = _mm256_permute2f128_ps(v0, v2, 0x31);
-        __m256 a2 = _mm256_permute2f128_ps(v1, v3, 0x20), a3 = _mm256_permute2f128_ps(v1, v3, 0x31);
-        __m256 u0 = _mm256_unpacklo_ps(a0, a1), u1 = _mm256_unpackhi_ps(a0, a1);
-        __m256 u2 = _mm256_unpacklo_ps(a2, a3), u3 = _mm256_unpackhi_ps(a2, a3);
-        d[0] = _mm256_shuffle_ps(u0, u2, 0x44);
-        d[1] = _mm256_shuffle_ps(u0, u2, 0xEE);
-        d[2] = _mm256_shuffle_ps(u1, u3, 0x44);
-        d[3] = _mm256_shuffle_ps(u1, u3, 0xEE);
+        nu_conv_deint4(row, d);
         d[4] = shift_in(d[0], row + 32);
         d[5] = shift_in(d[1], row + 33);
     } else {
-        __m256 v0 = _mm256_loadu_ps(row), v1 = _mm256_loadu_ps(row + 8);
-        __m256 ev = _mm256_shuffle_ps(v0, v1, 0x88), od = _mm256_shuffle_ps(v0, v1, 0xDD);
-        d[0] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(ev), 0xD8));
-        d[1] = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(od), 0xD8));
+        nu_conv_deint2(row, &d[0], &d[1]);
         d[2] = shift_in(d[0], row + 16);
         d[3] = shift_in(d[1], row + 17);
     }
@@ -173,20 +157,8 @@ NU_AVX2 static inline void deinterleave(int m, const float *row, __m256 *d) {
 
 /* The inverse: m lane vectors o[j] (lane q = tile) -> row[q*m + j], 8m floats. */
 NU_AVX2 static inline void interleave(int m, const __m256 *o, float *row) {
-    if (m == 4) {
-        __m256 t0 = _mm256_unpacklo_ps(o[0], o[1]), t1 = _mm256_unpackhi_ps(o[0], o[1]);
-        __m256 t2 = _mm256_unpacklo_ps(o[2], o[3]), t3 = _mm256_unpackhi_ps(o[2], o[3]);
-        __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xEE);
-        __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xEE);
-        _mm256_storeu_ps(row, _mm256_permute2f128_ps(s0, s1, 0x20));
-        _mm256_storeu_ps(row + 8, _mm256_permute2f128_ps(s2, s3, 0x20));
-        _mm256_storeu_ps(row + 16, _mm256_permute2f128_ps(s0, s1, 0x31));
-        _mm256_storeu_ps(row + 24, _mm256_permute2f128_ps(s2, s3, 0x31));
-    } else {
-        __m256 lo = _mm256_unpacklo_ps(o[0], o[1]), hi = _mm256_unpackhi_ps(o[0], o[1]);
-        _mm256_storeu_ps(row, _mm256_permute2f128_ps(lo, hi, 0x20));
-        _mm256_storeu_ps(row + 8, _mm256_permute2f128_ps(lo, hi, 0x31));
-    }
+    if (m == 4) nu_conv_interleave4(o, row);
+    else nu_conv_interleave2(o, row);
 }
 
 /* ---------------------------------------------------------------- transforms */
@@ -227,7 +199,7 @@ NU_AVX2 static ALWAYS_INLINE void input_tiles_m(const nu_conv_geom *g, const int
         for (int i = 0; i < an; i++) t[i][j] = res[i];
     }
     /* (B^T d) B: combine columns, per row i */
-    __m256 mask = lane_mask(nvalid);
+    __m256 mask = nu_conv_lane_mask(nvalid);
     int64_t tstride = g->C * pcap;
     float *base = v + c * pcap + p0;
     for (int i = 0; i < an; i++) {
@@ -246,7 +218,7 @@ NU_AVX2 static ALWAYS_INLINE void weight_filters_m(const nu_conv_geom *g, const 
                                                    int64_t c, int64_t nvalid, float *u, int64_t orow, int64_t ldu,
                                                    bool stream) {
     int an = m + 2;
-    __m256 mask = lane_mask(nvalid);
+    __m256 mask = nu_conv_lane_mask(nvalid);
     __m256i vidx = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)w.s[1]));
     const float *base = w.p + o * w.s[0] + c * w.s[1];
     __m256 gg[3][3];
@@ -276,7 +248,7 @@ NU_AVX2 static ALWAYS_INLINE void output_tiles_m(const nu_conv_geom *g, const in
                                  int64_t pcap, int64_t p0, int64_t nvalid, float bias, bool relu, float *yplane, int64_t ty,
                                  int64_t tx0) {
     int an = m + 2;
-    __m256 mask = lane_mask(nvalid);
+    __m256 mask = nu_conv_lane_mask(nvalid);
     __m256 x[6][6], t[4][6], col[6], res[6];
     const float *base = mm + orow * pcap + p0;
     for (int i = 0; i < an; i++)
